@@ -1,0 +1,188 @@
+"""Nova's settings: one frozen dataclass, loaded once and passed down.
+
+Precedence, lowest first: built-in defaults, the TOML file (``--config``, else
+``$XDG_CONFIG_HOME/nova/novad.toml`` for a user or ``/etc/nova/novad.toml`` for root, when
+it exists), ``NOVA_*`` environment variables (``NOVA_DEBOUNCE_MS=500``), then command-line
+flags. No other module reads the environment. Every setting carries its unit in its name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from novad import paths
+from novad.errors import ConfigError
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# AF_UNIX paths are limited to 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def _default_threads() -> int:
+    # Leave a core for the event loop and the rest of the machine.
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the daemon. Built by ``load_config``; never mutated."""
+
+    source: Path
+    state_dir: Path = field(default_factory=paths.default_state_dir)
+    socket_path: Path = field(default_factory=paths.default_socket_path)
+    log_level: str = "info"
+    model: str = "all-MiniLM-L6-v2"
+    embed_threads: int = field(default_factory=_default_threads)
+    embed_batch_size: int = 64
+    chunk_target_tokens: int = 200
+    debounce_ms: int = 300
+    max_wait_ms: int = 5000
+    max_file_bytes: int = 1024 * 1024
+    max_request_bytes: int = 1 << 20
+    max_connections: int = 64
+    shutdown_timeout_s: float = 10.0
+    extensions: tuple[str, ...] = (".md", ".markdown", ".txt")
+    config_file: Path | None = None
+
+    @property
+    def chroma_dir(self) -> Path:
+        """Directory of the embedded ChromaDB store."""
+        return self.state_dir / "chroma"
+
+    @property
+    def manifest_path(self) -> Path:
+        """SQLite manifest: file -> stat, content hash, chunk ids; generations."""
+        return self.state_dir / "manifest.sqlite3"
+
+    @property
+    def metrics_path(self) -> Path:
+        """SQLite metrics: pass history and counters."""
+        return self.state_dir / "metrics.sqlite3"
+
+    @property
+    def lock_path(self) -> Path:
+        """Lock file held for the daemon's lifetime: one daemon per state dir."""
+        return self.state_dir / "novad.lock"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_PATH_FIELDS = {"source", "state_dir", "socket_path", "config_file"}
+
+
+def default_config_file(env: Mapping[str, str]) -> Path:
+    """Return where the daemon looks for its TOML file when --config is not given."""
+    if os.geteuid() == 0 and "XDG_CONFIG_HOME" not in env:
+        return Path("/etc/nova/novad.toml")
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "nova" / "novad.toml"
+
+
+def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Merge defaults, TOML file, NOVA_* environment and flags into one checked Config.
+
+    Args:
+        flags: values given on the command line; ``None`` values mean "not given".
+        env: the environment to read (``os.environ`` when None).
+
+    Raises:
+        ConfigError: a setting is unknown, of the wrong type, or out of range.
+    """
+    env = os.environ if env is None else env
+    given = {k: v for k, v in flags.items() if v is not None}
+    config_file = given.get("config_file") or env.get("NOVA_CONFIG")
+    path = Path(config_file) if config_file else default_config_file(env)
+    values: dict[str, Any] = {}
+    if config_file or path.exists():
+        values.update(_read_toml(path))
+        values["config_file"] = path
+    values.update(_from_env(env))
+    values.update(given)
+    return _build(values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist; create it or drop --config") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_FIELDS))}"
+        )
+    return data
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        raw = env.get(f"NOVA_{name.upper()}")
+        if raw is not None and name != "config_file":
+            values[name] = raw
+    if "NOVA_SOCKET" in env:
+        values["socket_path"] = env["NOVA_SOCKET"]
+    return values
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = _FIELDS[name].default
+    kind = type(default) if default is not dataclasses.MISSING else None
+    try:
+        if name in _PATH_FIELDS:
+            return Path(str(value)).expanduser()
+        if name == "extensions":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(x.strip().lower() for x in items if x.strip())
+        if kind is int or name == "embed_threads":
+            return int(value)
+        if kind is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"setting {name}={value!r} is not a valid {kind.__name__ if kind else 'value'}"
+        ) from exc
+
+
+def _build(values: dict[str, Any]) -> Config:
+    if "source" not in values:
+        raise ConfigError("no source folder: pass --source DIR (or set source in the config file)")
+    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    coerced["source"] = coerced["source"].absolute()
+    config = Config(**coerced)
+    _check(config)
+    return config
+
+
+def _check(config: Config) -> None:
+    if config.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level {config.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+    for name in (
+        "embed_threads",
+        "embed_batch_size",
+        "chunk_target_tokens",
+        "max_file_bytes",
+        "max_request_bytes",
+        "max_connections",
+    ):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"setting {name} must be at least 1, got {getattr(config, name)}")
+    if config.debounce_ms < 0 or config.max_wait_ms < config.debounce_ms:
+        raise ConfigError("debounce_ms must be >= 0 and max_wait_ms >= debounce_ms")
+    if len(os.fsencode(str(config.socket_path))) > MAX_SOCKET_PATH_BYTES:
+        raise ConfigError(
+            f"socket path {config.socket_path} is longer than the {MAX_SOCKET_PATH_BYTES}-byte "
+            "limit of Unix sockets; choose a shorter --socket"
+        )
+    if not config.extensions or not all(e.startswith(".") for e in config.extensions):
+        raise ConfigError(f"extensions must be suffixes starting with '.', got {config.extensions}")

@@ -1,0 +1,370 @@
+"""The daemon's lifecycle and its scheduler of passes.
+
+Start-up, in order: own the state dir (lock), own the socket path (lock, stale check),
+start serving (``status`` answers from here on, state ``starting``), load the embedder and
+open the store and manifest off the loop, reconcile, queue a whole-tree rescan, start the
+watcher. Then one pass at a time runs in a worker thread while the loop keeps answering.
+
+Shutdown, in order: stop accepting connections, ask the running pass to stop at its next
+safe point and wait for it up to ``shutdown_timeout_s``, close the databases, remove the
+socket, release the locks.
+
+Requests that need a pass (``rebuild``, ``wait``) hold a ticket: the sequence number of
+the moment they were made. A whole-tree pass that *started* after the ticket (or a full
+pass already running, for a full rebuild) answers it, so every change made before the
+request is covered by the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from novad import __version__, lifecycle
+from novad.config import Config
+from novad.errors import NovaError
+from novad.indexer import Cancelled, Indexer, Progress
+from novad.manifest import Generation, Manifest
+from novad.metrics import Metrics, PassRecord
+from novad.ops import Ops
+from novad.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ticket:
+    """A request waiting for a pass to cover it."""
+
+    seq: int
+    full: bool
+    future: asyncio.Future[dict[str, Any]]
+    queued: bool = False
+
+
+@dataclass
+class Job:
+    """The pass about to run: its kind, trigger, and what it covers."""
+
+    kind: str
+    trigger: str
+    start_seq: int
+    paths: set[Path] | None = None
+    record: PassRecord = field(init=False)
+    progress: Progress = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.record = PassRecord(self.kind, self.trigger, started_at=time.time())
+        self.progress = Progress(self.kind, self.trigger)
+
+    @property
+    def whole_tree(self) -> bool:
+        return self.paths is None
+
+
+class Daemon:
+    """One running novad: owns the locks, the socket, the store and the pass scheduler."""
+
+    def __init__(self, config: Config) -> None:
+        """Prepare the daemon; nothing is opened until ``run``."""
+        self.config = config
+        self.started = time.monotonic()
+        self.state = "starting"
+        self.manifest: Manifest | None = None
+        self.metrics: Metrics | None = None
+        self.indexer: Indexer | None = None
+        self.embedder: Any = None
+        self.store: Any = None
+        self.gen: Generation | None = None
+        self.counts = {"files": 0, "chunks": 0, "skipped": 0}
+        self.job: Job | None = None
+        self.last_pass: dict[str, Any] | None = None
+        self.watcher = Watcher(
+            config.source,
+            debounce_ms=config.debounce_ms,
+            max_wait_ms=config.max_wait_ms,
+            on_changes=self._on_changes,
+            on_root_back=self._on_root_back,
+        )
+        self._seq = 0
+        self._pending: set[Path] = set()
+        self._rescan_wanted: tuple[int, str] | None = None
+        self._full_wanted: tuple[int, str] | None = None
+        self._tickets: list[Ticket] = []
+        self._work = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._pass_thread = ThreadPoolExecutor(1, thread_name_prefix="nova-pass")
+        self.readers = ThreadPoolExecutor(2, thread_name_prefix="nova-read")
+        self._locks = [
+            lifecycle.PathLock(config.lock_path, f"state dir {config.state_dir}"),
+            lifecycle.PathLock(
+                config.socket_path.with_name(config.socket_path.name + ".lock"),
+                f"socket {config.socket_path}",
+            ),
+        ]
+
+    # Lifecycle
+
+    async def run(self) -> None:
+        """Run until SIGTERM or SIGINT; raise NovaError if start-up fails."""
+        lifecycle.prepare_dir(self.config.state_dir, 0o700)
+        lifecycle.prepare_dir(self.config.socket_path.parent, 0o755)
+        for lock in self._locks:
+            lock.acquire()
+        ops = Ops(self)
+        sock = lifecycle.bind_socket(self.config.socket_path)
+        server = ops.server()
+        await server.start(sock)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        log.info(
+            "novad %s started: source %s, state dir %s, socket %s, model %s",
+            __version__,
+            self.config.source,
+            self.config.state_dir,
+            self.config.socket_path,
+            self.config.model,
+        )
+        try:
+            await self._serve()
+        finally:
+            await self._shut_down(server)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = asyncio.wrap_future(self._pass_thread.submit(self._open))
+        stopped: asyncio.Future[bool] = asyncio.ensure_future(self._stop.wait())
+        either: list[asyncio.Future[Any]] = [opened, stopped]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if not opened.done():
+            return
+        stopped.cancel()
+        opened.result()
+        self.request_rescan("startup")
+        tasks = [
+            asyncio.ensure_future(self.watcher.run(self._stop)),
+            asyncio.ensure_future(self._pass_loop()),
+        ]
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _open(self) -> None:
+        from novad.chunker import WordPieceCounter
+        from novad.embedder import SentenceTransformerEmbedder
+        from novad.store import Store
+
+        cfg = self.config
+        self.manifest = Manifest(cfg.manifest_path)
+        self.metrics = Metrics(cfg.metrics_path)
+        self.embedder = SentenceTransformerEmbedder(
+            cfg.model, threads=cfg.embed_threads, batch_size=cfg.embed_batch_size
+        )
+        self.store = Store(cfg.chroma_dir)
+        counter = WordPieceCounter(self.embedder.tokenizer_json, self.embedder.max_tokens)
+        self.indexer = Indexer(cfg, self.manifest, self.store, self.embedder, counter)
+        self.gen = self.indexer.reconcile()
+        mismatch = self.indexer.model_mismatch(self.gen)
+        if mismatch:
+            log.warning("%s; building a new generation", mismatch)
+            self._full_wanted = (self._next_seq(), "model-change")
+        self._refresh_counts()
+        self.state = "scanning"
+
+    async def _shut_down(self, server: Any) -> None:
+        log.info("shutting down")
+        self.state = "stopping"
+        await server.close()
+        if self.indexer is not None:
+            self.indexer.cancel.set()
+        loop = asyncio.get_running_loop()
+        drained = loop.run_in_executor(None, self._pass_thread.shutdown, True)
+        try:
+            await asyncio.wait_for(drained, self.config.shutdown_timeout_s)
+        except TimeoutError:
+            log.error(
+                "the running pass did not stop within %.0f s; exiting anyway "
+                "(the next start repairs the index)",
+                self.config.shutdown_timeout_s,
+            )
+            self._release()
+            os._exit(1)
+        for ticket in self._tickets:
+            if not ticket.future.done():
+                ticket.future.set_exception(NovaError("the daemon is shutting down"))
+        self.readers.shutdown(wait=True)
+        for db in (self.manifest, self.metrics):
+            if db is not None:
+                db.close()
+        self._release()
+        log.info("stopped")
+
+    def _release(self) -> None:
+        lifecycle.remove_socket(self.config.socket_path)
+        for lock in reversed(self._locks):
+            lock.release()
+
+    # Requests for work
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _on_changes(self, paths: set[Path]) -> None:
+        self._pending.update(paths)
+        self._work.set()
+
+    def _on_root_back(self) -> None:
+        self.request_rescan("root-back")
+
+    def request_rescan(self, trigger: str) -> int:
+        """Ask for a whole-tree incremental pass; return its ticket number."""
+        seq = self._next_seq()
+        if self._rescan_wanted is None:
+            self._rescan_wanted = (seq, trigger)
+        self._work.set()
+        return seq
+
+    def ticket(self, *, full: bool, trigger: str) -> Ticket:
+        """Register a request that a whole-tree pass (a full one if ``full``) must answer."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        job = self.job
+        if full and job is not None and job.kind == "full":
+            return self._add_ticket(Ticket(job.start_seq, True, future))
+        busy = job is not None
+        if full:
+            seq = self._next_seq()
+            if self._full_wanted is None:
+                self._full_wanted = (seq, trigger)
+            self._work.set()
+        else:
+            seq = self.request_rescan(trigger)
+        return self._add_ticket(Ticket(seq, full, future, queued=busy))
+
+    def _add_ticket(self, ticket: Ticket) -> Ticket:
+        self._tickets.append(ticket)
+        return ticket
+
+    def current_state(self) -> str:
+        """``starting``, ``scanning`` (checking notes), ``rebuilding`` (writing), ``idle``."""
+        job = self.job
+        if job is None:
+            return self.state
+        writing = job.kind == "full" or job.record.files_changed or job.progress.chunks_embedded
+        return "rebuilding" if writing else "scanning"
+
+    @property
+    def pending(self) -> int:
+        """Changed paths and whole-tree requests not yet taken up by a pass."""
+        wanted = (self._rescan_wanted is not None) + (self._full_wanted is not None)
+        return len(self._pending) + wanted
+
+    # The pass loop
+
+    async def _pass_loop(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work.clear()
+            job = self._next_job()
+            if job is not None:
+                await self._run(job)
+                if self._pending or self._rescan_wanted or self._full_wanted:
+                    self._work.set()
+            if self.job is None and not self.pending:
+                self.state = "idle"
+
+    def _next_job(self) -> Job | None:
+        if self._full_wanted is not None:
+            _, trigger = self._full_wanted
+            self._full_wanted = None
+            return Job("full", trigger, self._seq)
+        if self._rescan_wanted is not None:
+            _, trigger = self._rescan_wanted
+            self._rescan_wanted = None
+            self._pending.clear()
+            return Job("incremental", trigger, self._seq)
+        if self._pending:
+            paths, self._pending = self._pending, set()
+            return Job("incremental", "watch", self._seq, paths)
+        return None
+
+    async def _run(self, job: Job) -> None:
+        self.job = job
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        rec = job.record
+        try:
+            retry = await loop.run_in_executor(self._pass_thread, self._execute, job)
+            self._schedule_retry(retry)
+        except Cancelled:
+            rec.outcome = "cancelled"
+        except Exception as exc:
+            log.exception("%s pass failed", job.kind)
+            rec.outcome, rec.error = "failed", str(exc)
+        finally:
+            self.job = None
+        rec.duration_s = round(time.monotonic() - started, 3)
+        rec.chunks_per_s = round(rec.chunks_embedded / rec.duration_s, 2) if rec.duration_s else 0.0
+        await loop.run_in_executor(self.readers, self._finish, rec)
+        self._answer_tickets(job, rec.as_dict())
+
+    def _execute(self, job: Job) -> set[str]:
+        assert self.indexer is not None and self.gen is not None
+        self.indexer.cancel.clear()
+        if job.kind == "full":
+            self.gen, retry = self.indexer.full(job.record, job.progress)
+            return retry
+        return self.indexer.incremental(self.gen, job.paths, job.record, job.progress)
+
+    def _finish(self, rec: PassRecord) -> None:
+        assert self.metrics is not None
+        self.metrics.record(rec)
+        self._refresh_counts()
+        self.last_pass = rec.as_dict()
+        level = logging.INFO if rec.outcome == "ok" else logging.WARNING
+        log.log(
+            level,
+            "%s pass (%s) %s: %d files changed, %d deleted, %d failed; %d chunks embedded, "
+            "%d reused, %d deleted in %.2f s (%.1f chunks/s)",
+            rec.kind,
+            rec.trigger,
+            rec.outcome,
+            rec.files_changed,
+            rec.files_deleted,
+            rec.files_failed,
+            rec.chunks_embedded,
+            rec.chunks_reused,
+            rec.chunks_deleted,
+            rec.duration_s,
+            rec.chunks_per_s,
+        )
+
+    def _refresh_counts(self) -> None:
+        if self.manifest is not None and self.gen is not None:
+            self.counts = self.manifest.counts(self.gen.gen)
+
+    def _schedule_retry(self, retry: set[str]) -> None:
+        if retry:
+            paths = {self.config.source / rel for rel in retry}
+            asyncio.get_running_loop().call_later(1.0, self._on_changes, paths)
+
+    def _answer_tickets(self, job: Job, summary: dict[str, Any]) -> None:
+        if not job.whole_tree:
+            return
+        waiting = []
+        for ticket in self._tickets:
+            covered = ticket.seq <= job.start_seq and (job.kind == "full" or not ticket.full)
+            if covered and not ticket.future.done():
+                ticket.future.set_result({**summary, "queued": ticket.queued})
+            elif not ticket.future.done():
+                waiting.append(ticket)
+        self._tickets = waiting

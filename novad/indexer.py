@@ -1,0 +1,446 @@
+"""Passes: bring a generation in step with the notes on disk.
+
+An *incremental* pass re-checks a set of notes (or the whole tree) against the manifest of
+the active generation; a *full* pass builds a new generation from scratch and switches to
+it only when complete (invariant 2). Both run in a worker thread; the event loop only
+reads ``Progress``.
+
+Work is proportional to change (invariant 3): an unchanged note costs a stat; a note whose
+bytes did not change costs a read and a hash; chunk ids derive from the note id and the
+chunk's content, so unchanged chunks of an edited note keep their ids and are not
+rewritten. A new chunk whose text some stored chunk already has (a renamed or moved note,
+a duplicate paragraph) reuses that vector instead of being embedded again, and identical
+texts are embedded once per pass. Because ids are content-derived, the same id is never
+deleted and re-added (TRAPS C04).
+
+The write order is the manifest's (see ``novad.manifest``): store upsert, manifest commit,
+store delete; ``reconcile`` repairs whatever a kill left between those steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from novad.chunker import Chunk, TokenCounter, chunk_note
+from novad.config import Config
+from novad.embedder import Embedder
+from novad.errors import NoteError
+from novad.manifest import ChunkRow, FileRecord, FileUpdate, Generation, Manifest
+from novad.metrics import PassRecord
+from novad.parser import decode_note, parse_note
+from novad.scanner import expand_changes, walk_notes
+from novad.store import ChunkEntry, Store, chromadb_version
+
+log = logging.getLogger(__name__)
+
+_FLUSH_CHUNKS = 512
+_FLUSH_FILES = 256
+
+
+class Cancelled(Exception):
+    """The pass was asked to stop at its next safe point."""
+
+
+@dataclass
+class Progress:
+    """Live figures of the running pass; written by the worker, read by the loop."""
+
+    kind: str
+    trigger: str
+    phase: str = "scanning"
+    done: int = 0
+    total: int = 0
+    chunks_embedded: int = 0
+    rss_bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The figures as a plain map for the wire."""
+        return {
+            "kind": self.kind,
+            "trigger": self.trigger,
+            "phase": self.phase,
+            "done": self.done,
+            "total": self.total,
+            "chunks_embedded": self.chunks_embedded,
+            "elapsed_s": round(time.monotonic() - self.started, 3),
+            "rss_bytes": self.rss_bytes,
+        }
+
+
+@dataclass
+class _Prepared:
+    """A note read, parsed and chunked, ready to be written."""
+
+    update: FileUpdate
+    chunks: list[Chunk]
+    metadata: dict[str, str | int | float | bool]
+
+
+@dataclass
+class _Batch:
+    notes: list[_Prepared] = field(default_factory=list)
+    chunk_count: int = 0
+
+    def add(self, note: _Prepared) -> None:
+        self.notes.append(note)
+        self.chunk_count += len(note.chunks)
+
+    def full(self) -> bool:
+        return self.chunk_count >= _FLUSH_CHUNKS or len(self.notes) >= _FLUSH_FILES
+
+
+_UNCHANGED = "unchanged"
+_GONE = "gone"
+_RETRY = "retry"
+
+
+def text_hash(text: str) -> str:
+    """Hash of an embedded text; equal texts share a vector."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def chunk_id(path: str, chunk: Chunk, tags: str, occurrence: int) -> str:
+    """Deterministic id of a chunk: its note, what is embedded and stored, and its repeat."""
+    key = "\0".join((path, chunk.embed_text, chunk.text, chunk.heading, tags, str(occurrence)))
+    return hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class Indexer:
+    """Runs passes; one at a time, in a worker thread, owned by the daemon."""
+
+    def __init__(
+        self,
+        config: Config,
+        manifest: Manifest,
+        store: Store,
+        embedder: Embedder,
+        counter: TokenCounter,
+    ) -> None:
+        """Wire the pass to its parts."""
+        self._config = config
+        self._manifest = manifest
+        self._store = store
+        self._embedder = embedder
+        self._counter = counter
+        self._process = psutil.Process()
+        self.cancel = threading.Event()
+
+    # Generations
+
+    def ensure_active(self) -> Generation:
+        """Return the serving generation, creating the first one on a fresh state dir."""
+        active = self._manifest.active()
+        if active is not None:
+            return active
+        gen = self._manifest.new_generation(
+            self._embedder.name, self._embedder.dimension, chromadb_version(), "active"
+        )
+        self._store.create(gen.collection, gen.model, gen.dimension)
+        log.info("created generation %d (collection %s)", gen.gen, gen.collection)
+        return gen
+
+    def model_mismatch(self, gen: Generation) -> str | None:
+        """Why ``gen``'s vectors cannot serve the configured model, or None."""
+        if (gen.model, gen.dimension) == (self._embedder.name, self._embedder.dimension):
+            return None
+        return (
+            f"generation {gen.gen} holds vectors of {gen.model} ({gen.dimension} dims), "
+            f"the configured model is {self._embedder.name} ({self._embedder.dimension} dims)"
+        )
+
+    def reconcile(self) -> Generation:
+        """Repair what a kill left behind; return the serving generation.
+
+        Drops unfinished and retired generations, deletes store chunks the manifest does
+        not reference, and forgets notes whose chunks are missing so they are re-indexed.
+        """
+        for gen in self._manifest.generations():
+            if gen.state != "active":
+                log.info("dropping leftover generation %d (%s)", gen.gen, gen.state)
+                self._store.drop(gen.collection)
+                self._manifest.forget_generation(gen.gen)
+        active = self.ensure_active()
+        known = {g.collection for g in self._manifest.generations()}
+        for name in set(self._store.names()) - known:
+            log.info("dropping collection %s that no generation records", name)
+            self._store.drop(name)
+        self._note_version_change(active)
+        if not self._store.exists(active.collection):
+            log.warning("collection %s is missing; re-indexing every note", active.collection)
+            self._store.create(active.collection, active.model, active.dimension)
+        self._reconcile_chunks(active)
+        return active
+
+    def _note_version_change(self, gen: Generation) -> None:
+        current = chromadb_version()
+        if gen.chromadb_version != current:
+            log.warning(
+                "generation %d was written by chromadb %s and is now opened by chromadb %s",
+                gen.gen,
+                gen.chromadb_version,
+                current,
+            )
+            self._manifest.set_chromadb_version(gen.gen, current)
+
+    def _reconcile_chunks(self, gen: Generation) -> None:
+        stored = self._store.all_ids(gen.collection)
+        recorded = self._manifest.all_chunk_ids(gen.gen)
+        orphans = stored - recorded
+        missing = recorded - stored
+        if orphans:
+            log.info("deleting %d chunks that no note references", len(orphans))
+            self._store.delete(gen.collection, sorted(orphans))
+        if missing:
+            paths = self._manifest.paths_of_chunks(gen.gen, missing)
+            log.info(
+                "%d chunks of %d notes are missing; re-indexing them", len(missing), len(paths)
+            )
+            self._manifest.forget_files(gen.gen, paths)
+
+    # Passes
+
+    def incremental(
+        self, gen: Generation, changed: Iterable[Path] | None, rec: PassRecord, progress: Progress
+    ) -> set[str]:
+        """Bring ``gen`` in step for the changed paths (None: the whole tree).
+
+        Returns the notes that changed while being read, to be tried again shortly.
+        """
+        known = self._manifest.files(gen.gen)
+        source, extensions = self._config.source, self._config.extensions
+        if changed is None:
+            candidates = sorted(set(walk_notes(source, extensions)) | set(known))
+        else:
+            candidates = sorted(expand_changes(source, changed, known, extensions))
+        gone = self._index(gen, candidates, known, rec, progress, reuse=True)
+        retry = gone.pop(_RETRY, set())
+        self._delete(gen, sorted(gone[_GONE]), rec)
+        return retry
+
+    def full(self, rec: PassRecord, progress: Progress) -> tuple[Generation, set[str]]:
+        """Build a new generation from every note; switch to it only when complete."""
+        new = self._manifest.new_generation(
+            self._embedder.name, self._embedder.dimension, chromadb_version(), "building"
+        )
+        self._store.create(new.collection, new.model, new.dimension)
+        try:
+            candidates = list(walk_notes(self._config.source, self._config.extensions))
+            outcome = self._index(new, candidates, {}, rec, progress, reuse=False)
+        except BaseException:
+            self._abandon(new)
+            raise
+        old = self._manifest.active()
+        self._manifest.activate(new.gen)
+        log.info("generation %d is now serving (collection %s)", new.gen, new.collection)
+        if old is not None:
+            self._store.drop(old.collection)
+            self._manifest.forget_generation(old.gen)
+        return new, outcome.get(_RETRY, set())
+
+    def _abandon(self, gen: Generation) -> None:
+        log.info("abandoning unfinished generation %d", gen.gen)
+        try:
+            self._store.drop(gen.collection)
+            self._manifest.forget_generation(gen.gen)
+        except Exception:
+            log.exception("could not clean up generation %d; it is dropped at next start", gen.gen)
+
+    def _index(
+        self,
+        gen: Generation,
+        candidates: list[str],
+        known: dict[str, FileRecord],
+        rec: PassRecord,
+        progress: Progress,
+        *,
+        reuse: bool,
+    ) -> dict[str, set[str]]:
+        progress.total = len(candidates)
+        progress.phase = "indexing"
+        self._sample_memory(rec, progress)
+        rec.files_scanned = len(candidates)
+        outcome: dict[str, set[str]] = {_GONE: set(), _RETRY: set()}
+        batch = _Batch()
+        for rel in candidates:
+            if self.cancel.is_set():
+                raise Cancelled()
+            result = self._examine(gen, rel, known.get(rel))
+            if isinstance(result, _Prepared):
+                rec.files_changed += 1
+                rec.files_failed += result.update.record.status == "skipped"
+                batch.add(result)
+                if batch.full():
+                    self._flush(gen, batch, rec, progress, reuse)
+                    batch = _Batch()
+            elif result in outcome:
+                outcome[result].add(rel)
+            progress.done += 1
+        self._flush(gen, batch, rec, progress, reuse)
+        return outcome
+
+    def _examine(self, gen: Generation, rel: str, record: FileRecord | None) -> _Prepared | str:
+        path = self._config.source / rel
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return _GONE if record else _UNCHANGED
+        if not stat.S_ISREG(st.st_mode):
+            return _GONE if record else _UNCHANGED
+        if record and (record.size, record.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return _UNCHANGED
+        if st.st_size > self._config.max_file_bytes:
+            reason = (
+                f"file is {st.st_size} bytes, over max_file_bytes={self._config.max_file_bytes};"
+                " raise the setting to index it"
+            )
+            return self._skipped(rel, st, "", reason)
+        return self._read(gen, rel, path, st, record)
+
+    def _read(
+        self, gen: Generation, rel: str, path: Path, st: os.stat_result, record: FileRecord | None
+    ) -> _Prepared | str:
+        try:
+            data = path.read_bytes()
+            after = os.lstat(path)
+        except FileNotFoundError:
+            return _GONE if record else _UNCHANGED
+        except OSError as exc:
+            return self._skipped(rel, st, "", f"cannot read the file: {exc.strerror}")
+        if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            log.debug("%s changed while being read; trying again later", rel)
+            return _RETRY
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if record and record.content_hash == digest:
+            self._manifest.touch(gen.gen, rel, st.st_size, st.st_mtime_ns)
+            return _UNCHANGED
+        try:
+            return self._prepare(rel, st, digest, data)
+        except NoteError as exc:
+            return self._skipped(rel, st, digest, exc.reason)
+
+    def _prepare(self, rel: str, st: os.stat_result, digest: str, data: bytes) -> _Prepared:
+        decoded = decode_note(data)
+        note = parse_note(decoded.text, rel)
+        chunks = chunk_note(note, self._counter, target_tokens=self._config.chunk_target_tokens)
+        warnings = [w for w in (decoded.warning, *note.warnings) if w]
+        for warning in warnings:
+            log.warning("%s: %s", rel, warning)
+        tags = ",".join(note.tags)
+        rows = _chunk_rows(rel, chunks, tags)
+        status = "indexed" if chunks else "empty"
+        record = FileRecord(
+            rel, st.st_size, st.st_mtime_ns, digest, status, "; ".join(warnings) or None
+        )
+        metadata: dict[str, str | int | float | bool] = {
+            "path": rel,
+            "title": note.title,
+            "tags": tags,
+        }
+        return _Prepared(FileUpdate(record, rows), chunks, metadata)
+
+    def _skipped(self, rel: str, st: os.stat_result, digest: str, reason: str) -> _Prepared:
+        log.warning("skipped %s: %s", rel, reason)
+        record = FileRecord(rel, st.st_size, st.st_mtime_ns, digest, "skipped", reason)
+        return _Prepared(FileUpdate(record, []), [], {})
+
+    def _flush(
+        self, gen: Generation, batch: _Batch, rec: PassRecord, progress: Progress, reuse: bool
+    ) -> None:
+        if not batch.notes:
+            return
+        paths = [n.update.record.path for n in batch.notes]
+        old_ids = {i for ids in self._manifest.chunk_ids(gen.gen, paths).values() for i in ids}
+        entries = self._new_entries(batch, old_ids)
+        vectors = self._vectors(gen, entries, rec, progress, reuse)
+        chunk_entries = [
+            ChunkEntry(row.id, vectors[row.text_hash], chunk.text, meta)
+            for row, chunk, meta in entries
+        ]
+        self._store.upsert(gen.collection, chunk_entries)
+        self._manifest.apply(gen.gen, [n.update for n in batch.notes])
+        new_ids = {row.id for n in batch.notes for row in n.update.chunks}
+        stale = sorted(old_ids - new_ids)
+        self._store.delete(gen.collection, stale)
+        rec.chunks_deleted += len(stale)
+        self._sample_memory(rec, progress)
+
+    def _new_entries(
+        self, batch: _Batch, old_ids: set[str]
+    ) -> list[tuple[ChunkRow, Chunk, dict[str, str | int | float | bool]]]:
+        entries = []
+        for note in batch.notes:
+            for row, chunk in zip(note.update.chunks, note.chunks, strict=True):
+                if row.id not in old_ids:
+                    entries.append((row, chunk, {**note.metadata, "heading": chunk.heading}))
+        return entries
+
+    def _vectors(
+        self,
+        gen: Generation,
+        entries: list[tuple[ChunkRow, Chunk, dict[str, Any]]],
+        rec: PassRecord,
+        progress: Progress,
+        reuse: bool,
+    ) -> dict[str, np.ndarray]:
+        texts = {row.text_hash: chunk.embed_text for row, chunk, _ in entries}
+        vectors: dict[str, np.ndarray] = {}
+        if reuse and texts:
+            by_text = self._manifest.ids_by_text(gen.gen, texts)
+            stored = self._store.vectors(gen.collection, list(by_text.values()))
+            vectors = {h: stored[i] for h, i in by_text.items() if i in stored}
+        todo = [h for h in texts if h not in vectors]
+        progress.phase = "embedding"
+        step = self._config.embed_batch_size
+        for start in range(0, len(todo), step):
+            if self.cancel.is_set():
+                raise Cancelled()
+            hashes = todo[start : start + step]
+            rows = self._embedder.embed([texts[h] for h in hashes])
+            vectors.update(zip(hashes, rows, strict=True))
+            progress.chunks_embedded += len(hashes)
+        progress.phase = "indexing"
+        rec.texts_embedded += len(todo)
+        rec.chunks_embedded += len(todo)
+        rec.chunks_reused += len(entries) - len(todo)
+        return vectors
+
+    def _delete(self, gen: Generation, paths: list[str], rec: PassRecord) -> None:
+        if not paths:
+            return
+        progress_ids = self._manifest.chunk_ids(gen.gen, paths)
+        ids = [i for chunk_ids in progress_ids.values() for i in chunk_ids]
+        self._manifest.apply(gen.gen, [], deleted=paths)
+        self._store.delete(gen.collection, ids)
+        rec.files_deleted += len(paths)
+        rec.chunks_deleted += len(ids)
+
+    def _sample_memory(self, rec: PassRecord, progress: Progress) -> None:
+        rss = int(self._process.memory_info().rss)
+        progress.rss_bytes = rss
+        rec.peak_rss_bytes = max(rec.peak_rss_bytes, rss)
+
+
+def _chunk_rows(rel: str, chunks: list[Chunk], tags: str) -> list[ChunkRow]:
+    seen: dict[str, int] = {}
+    rows = []
+    for seq, chunk in enumerate(chunks):
+        key = chunk.embed_text + "\0" + chunk.text
+        occurrence = seen.get(key, 0)
+        seen[key] = occurrence + 1
+        rows.append(
+            ChunkRow(chunk_id(rel, chunk, tags, occurrence), seq, text_hash(chunk.embed_text))
+        )
+    return rows

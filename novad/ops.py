@@ -1,0 +1,217 @@
+"""The operations the socket offers, each a coroutine ``(request, emit) -> result``.
+
+Reads (``ping``, ``status``) answer from the daemon's memory and never touch disk, so
+they stay prompt during the heaviest pass (invariant 4). ``stats`` and ``search`` run on
+a reader thread. ``rebuild`` and ``wait`` hold a ticket until a pass covers them;
+``rebuild`` streams the pass's progress meanwhile. The README documents each op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from novad import __version__, protocol
+from novad.errors import ProtocolError, StoreError
+from novad.protocol import Request, get_arg
+from novad.server import Emit, Server
+
+if TYPE_CHECKING:
+    from novad.daemon import Daemon
+
+MAX_K = 100
+MAX_QUERY_CHARS = 4000
+_PROGRESS_EVERY_S = 0.25
+_LIST_LIMIT = 50
+
+
+class Ops:
+    """Binds the protocol's ops to one daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        """Keep the daemon whose state the ops read and change."""
+        self._daemon = daemon
+        self._process = psutil.Process()
+        self._process.cpu_percent(None)
+
+    def server(self) -> Server:
+        """A server that dispatches to these ops."""
+        handlers = {
+            "ping": self.ping,
+            "status": self.status,
+            "stats": self.stats,
+            "rebuild": self.rebuild,
+            "search": self.search,
+            "wait": self.wait,
+        }
+        cfg = self._daemon.config
+        return Server(
+            handlers, max_request_bytes=cfg.max_request_bytes, max_connections=cfg.max_connections
+        )
+
+    async def ping(self, req: Request, emit: Emit) -> dict[str, Any]:
+        """Liveness: the daemon's version and pid."""
+        return {"version": __version__, "pid": os.getpid()}
+
+    async def status(self, req: Request, emit: Emit) -> dict[str, Any]:
+        """What the daemon is doing now, from memory only."""
+        d = self._daemon
+        job = d.job
+        embedder = d.embedder
+        return {
+            "state": d.current_state(),
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - d.started, 3),
+            "source": str(d.config.source),
+            "source_present": d.watcher.source_present,
+            "state_dir": str(d.config.state_dir),
+            "socket": str(d.config.socket_path),
+            "model": embedder.name if embedder else d.config.model,
+            "dimension": embedder.dimension if embedder else 0,
+            "generation": d.gen.gen if d.gen else 0,
+            **d.counts,
+            "pending": d.pending,
+            "watch": {"mode": d.watcher.mode},
+            "pass": job.progress.snapshot() if job else None,
+            "last_pass": d.last_pass,
+        }
+
+    async def stats(self, req: Request, emit: Emit) -> dict[str, Any]:
+        """Store, pass, embedder and resource figures, from the databases."""
+        self._require_ready()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._daemon.readers, self._stats)
+
+    def _stats(self) -> dict[str, Any]:
+        d = self._daemon
+        assert d.manifest is not None and d.metrics is not None and d.gen is not None
+        counters = d.metrics.counters()
+        store = {
+            "notes": d.counts["files"],
+            "chunks": d.counts["chunks"],
+            "skipped": d.counts["skipped"],
+            "store_bytes": _tree_bytes(d.config.chroma_dir),
+            "state_dir_bytes": _tree_bytes(d.config.state_dir),
+            "generation": d.gen.gen,
+            "model": d.gen.model,
+            "dimension": d.gen.dimension,
+            "collection": d.gen.collection,
+        }
+        return {
+            "store": store,
+            "passes": d.metrics.summary(),
+            "embedder": {
+                "texts_embedded": counters.get("texts_embedded", 0),
+                "chunks_reused": counters.get("chunks_reused", 0),
+            },
+            "resources": {
+                "rss_bytes": int(self._process.memory_info().rss),
+                "cpu_percent": self._process.cpu_percent(None),
+            },
+            "skipped_files": d.manifest.problems(d.gen.gen, "skipped", _LIST_LIMIT),
+            "warnings": d.manifest.problems(d.gen.gen, "indexed", _LIST_LIMIT),
+            "recent_passes": [r.as_dict() for r in d.metrics.recent(10)],
+        }
+
+    async def rebuild(self, req: Request, emit: Emit) -> dict[str, Any]:
+        """Run (or join) a pass over the whole tree, streaming its progress."""
+        full = get_arg(req, "full", bool, False)
+        ticket = self._daemon.ticket(full=full, trigger="request")
+        while not ticket.future.done():
+            job = self._daemon.job
+            if job is not None:
+                await emit({"pass": job.progress.snapshot()})
+            await asyncio.wait({ticket.future}, timeout=_PROGRESS_EVERY_S)
+        return ticket.future.result()
+
+    async def wait(self, req: Request, emit: Emit) -> dict[str, Any]:
+        """Return once every change made before the request is searchable."""
+        timeout_s = get_arg(req, "timeout_s", float, 60.0)
+        if timeout_s <= 0:
+            raise ProtocolError(protocol.BAD_ARGS, "timeout_s must be positive")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ticket = self._daemon.ticket(full=False, trigger="wait")
+        try:
+            await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)
+        except TimeoutError:
+            raise ProtocolError(
+                protocol.TIMEOUT,
+                f"the index has not caught up after {timeout_s:g} s; "
+                "it is still working (see novactl status)",
+            ) from None
+        return {"waited_s": round(loop.time() - started, 3)}
+
+    async def search(self, req: Request, emit: Emit) -> dict[str, Any]:
+        """The ``k`` chunks nearest in meaning to ``query``."""
+        query = get_arg(req, "query", str)
+        k = get_arg(req, "k", int, 5)
+        if not query.strip() or len(query) > MAX_QUERY_CHARS:
+            raise ProtocolError(
+                protocol.BAD_ARGS, f"query must be 1 to {MAX_QUERY_CHARS} characters of text"
+            )
+        if not 1 <= k <= MAX_K:
+            raise ProtocolError(protocol.BAD_ARGS, f"k must be between 1 and {MAX_K}, got {k}")
+        self._require_ready()
+        loop = asyncio.get_running_loop()
+        hits = await loop.run_in_executor(self._daemon.readers, self._search, query, k)
+        return {"hits": hits}
+
+    def _search(self, query: str, k: int) -> list[dict[str, Any]]:
+        d = self._daemon
+        vector = d.embedder.embed([query])[0]
+        for _ in range(2):
+            gen = d.gen
+            assert gen is not None
+            try:
+                rows = d.store.query(gen.collection, vector, k) if d.counts["chunks"] else []
+                return [_hit(row) for row in rows]
+            except StoreError:
+                if d.gen is gen:
+                    raise
+        return []
+
+    def _require_ready(self) -> None:
+        d = self._daemon
+        if d.gen is None or d.embedder is None:
+            raise ProtocolError(
+                protocol.NOT_READY,
+                "the daemon is still starting (loading the model and the "
+                "store); try again in a few seconds",
+            )
+        if d.indexer is not None and d.indexer.model_mismatch(d.gen):
+            raise ProtocolError(
+                protocol.NOT_READY,
+                "the index is being rebuilt for a new embedding model; "
+                "search works again when that pass ends (novactl status)",
+            )
+
+
+def _hit(row: dict[str, Any]) -> dict[str, Any]:
+    meta = row["metadata"]
+    tags = str(meta.get("tags", ""))
+    return {
+        "path": meta.get("path", ""),
+        "heading": meta.get("heading", ""),
+        "title": meta.get("title", ""),
+        "text": row["document"] or "",
+        "score": round(1.0 - row["distance"], 4),
+        "tags": [t for t in tags.split(",") if t],
+    }
+
+
+def _tree_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total

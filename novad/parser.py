@@ -1,0 +1,538 @@
+"""Turn a note's bytes into text, and its text into a title, tags, metadata and sections.
+
+Decoding (``decode_note``) tries these rules in order; each note gets exactly one outcome:
+
+1. A UTF-8 byte-order mark (EF BB BF) is stripped and the rest is read as UTF-8.
+2. A UTF-16 byte-order mark (FF FE or FE FF) makes the note UTF-16; it is decoded with a
+   warning, since Nova stores and shows UTF-8.
+3. A file that starts with a known binary signature (PNG, JPEG, GIF, PDF, ZIP, gzip, ...) or
+   that contains a NUL byte anywhere (the whole file is scanned, not a prefix) is skipped
+   with a reason. Short prefixes that real text can start with ("BM", "MZ", "ID3") are not
+   signatures. A UTF-16 file without a byte-order mark has NUL bytes, so it is skipped too:
+   guessing its byte order would be a heuristic.
+4. Valid UTF-8 is used as is.
+5. Invalid UTF-8 that holds no valid multi-byte UTF-8 sequence at all, and that cp1252
+   decodes strictly, was most likely written by a Windows editor: it is read as cp1252,
+   with a warning.
+6. Anything else is read as UTF-8 with each bad byte replaced by U+FFFD, with a warning
+   that says how many bytes were replaced. The note stays searchable, minus the damage.
+
+After decoding, CRLF and bare CR become LF, and every U+FEFF is dropped (a BOM pasted
+into the middle of a file by concatenation would otherwise hide a heading). A note that is
+empty or only whitespace is not an error: it decodes, and it has no sections.
+
+Parsing (``parse_note``) uses markdown-it-py (CommonMark), so headings and code are
+recognised exactly as a CommonMark renderer sees them:
+
+- Front matter is a first line of exactly ``---`` closed by a ``---`` or ``...`` line. It
+  is split off by hand before markdown-it sees the body: mdit-py-plugins' front-matter rule
+  also opens on lines like ``--- Meeting ---`` or ``-----``, which would swallow a plain
+  note up to its first horizontal rule. An unclosed block is not front matter (the whole
+  file is body, with a warning). YAML that does not load, or that is not a mapping, gives
+  no metadata and a warning; the body is indexed anyway.
+- Metadata is reduced to Chroma's scalar types: dates become ISO strings, lists become
+  ", "-joined strings, mappings become compact JSON, ``None`` values and empty keys are
+  dropped, integers outside 64 bits become strings. A value that expands to more than
+  ``_MAX_YAML_NODES`` nodes (a YAML alias bomb) is dropped with a warning.
+- Tags are the front-matter ``tags`` (a list, or a string split on commas and spaces)
+  followed by inline ``#tags`` found in inline text only, never in code or raw HTML. An
+  inline tag starts at the start of a line or after whitespace, begins with a letter, digit
+  or underscore and continues with letters, digits, marks, ``_ - / .``; trailing ``- / .``
+  is dropped. Not tags: all-digit ``#2024``, URL fragments (``page#part``), escaped
+  ``\\#word``, single characters (prose such as "the closing #s"), and hex colours: 3, 6
+  or 8 hex digits that contain a digit, are upper case or repeat one letter (``#FF0000``,
+  ``#fff``, ``#ABC``). Lower-case words spelled with a-f (``#add``, ``#decade``) stay tags:
+  notes name things more often than colours. Tags are de-duplicated ignoring case and
+  Unicode normal form; the first spelling wins.
+- Only headings at the top level of the document start sections; headings inside block
+  quotes and list items stay in the body text. A section's heading path is the stack of
+  enclosing headings by level; headings with empty text start a section but are left out
+  of paths. Text before the first heading is a section with the empty path. Section text
+  is the original Markdown source between headings, stripped; blank sections are dropped.
+  A note whose headings have no body at all gets one section listing the heading texts.
+
+Trade-offs: the Markdown tree is used for structure, but section text is cut from the
+source lines so code fences, tables and links reach the embedder exactly as written.
+markdown-it-py is pure Python (about 1 s per MB here), so inline parsing, half of that,
+runs only for headings and for text that contains a '#'.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import regex
+import yaml
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from novad.errors import NoteError
+
+logger = logging.getLogger(__name__)
+
+Scalar = str | int | float | bool
+
+NUL_REASON = "binary content: contains NUL bytes (binary file, or UTF-16 without a byte-order mark)"
+
+# Signatures long or odd enough that no text note starts with them by accident.
+_BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF87a", "GIF image"),
+    (b"GIF89a", "GIF image"),
+    (b"%PDF-", "PDF document"),
+    (b"PK\x03\x04", "ZIP archive (or an Office/EPUB document)"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"\x7fELF", "ELF executable"),
+    (b"7z\xbc\xaf\x27\x1c", "7-Zip archive"),
+    (b"SQLite format 3\x00", "SQLite database"),
+)
+_UTF16_BOMS = ((b"\xff\xfe", "little-endian"), (b"\xfe\xff", "big-endian"))
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+# Characters the surrogateescape handler produces, one per undecodable byte.
+_ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
+# Any decoded non-ASCII character that is not an escaped byte: a valid multi-byte sequence.
+_MULTIBYTE_CHAR = re.compile("[^\x00-\x7f\udc80-\udcff]")
+# Something visible: neither whitespace nor an invisible format character.
+_VISIBLE = regex.compile(r"[^\s\p{Cf}]")
+_OPENING_FENCE = re.compile(r"---[ \t]*")
+_CLOSING_FENCE = re.compile(r"(?:---|\.\.\.)[ \t]*")
+
+_TAG = regex.compile(r"(?<!\S)#([\p{L}\p{N}_][\p{L}\p{N}\p{M}_\-/.]*)")
+_ALL_DIGITS = regex.compile(r"\p{N}+")
+_HEX_COLOUR = re.compile(r"[0-9A-Fa-f]{3}|[0-9A-Fa-f]{6}|[0-9A-Fa-f]{8}")
+_TAG_SEPARATORS = re.compile(r"[,\s]+")
+# Stands in for code, escapes, links and HTML so that a '#' right after them is no tag.
+_OPAQUE = "\ufffc"
+
+# libyaml's safe loader when PyYAML was built with it: same types, several times faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_YAML_NODES = 10_000
+
+# The core inline pass is run by hand (``_parse_markdown``); text_join is off because it
+# would merge escapes ("\\#") into plain text, where they would read as tags.
+_MARKDOWN = MarkdownIt("commonmark").disable(["inline", "text_join"])
+
+
+@dataclass(frozen=True)
+class DecodedText:
+    """A note's text and how it was decoded.
+
+    Attributes:
+        text: The text, newlines normalised to ``"\\n"``, byte-order mark removed.
+        encoding: ``"utf-8"``, ``"utf-8-sig"``, ``"utf-16"``, ``"cp1252"`` or
+            ``"utf-8+replace"``.
+        warning: Why a fallback was needed, for the log and ``stats``; ``None`` otherwise.
+    """
+
+    text: str
+    encoding: str
+    warning: str | None
+
+
+@dataclass(frozen=True)
+class Section:
+    """The body under one heading.
+
+    Attributes:
+        headings: Heading path, outermost first; headings with empty text are left out.
+        text: The Markdown source under the heading (heading line excluded), stripped.
+    """
+
+    headings: tuple[str, ...]
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedNote:
+    """A note reduced to what the index stores.
+
+    Attributes:
+        title: Front-matter title, else the first top-level h1, else the file stem.
+        tags: Front-matter tags, then inline tags; de-duplicated, in order, without '#'.
+        metadata: Front matter normalised to Chroma's scalar types.
+        sections: Non-blank sections in document order.
+        warnings: Problems worth a log line that did not stop indexing.
+    """
+
+    title: str
+    tags: tuple[str, ...]
+    metadata: dict[str, Scalar]
+    sections: tuple[Section, ...]
+    warnings: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Heading:
+    level: int
+    text: str
+    first_line: int
+    end_line: int
+
+
+def is_blank(text: str) -> bool:
+    """Return True if ``text`` has nothing visible (Unicode whitespace or format chars)."""
+    return _VISIBLE.search(text) is None
+
+
+def decode_note(data: bytes) -> DecodedText:
+    """Decode a note's bytes by the rules in the module docstring.
+
+    Args:
+        data: The file's content.
+
+    Returns:
+        The decoded, newline-normalised text and how it was obtained.
+
+    Raises:
+        NoteError: The file is binary (a signature or NUL bytes); ``reason`` says which.
+    """
+    decoded = _decode_utf16(data)
+    if decoded is None:
+        has_bom = data.startswith(_UTF8_BOM)
+        body = data[len(_UTF8_BOM) :] if has_bom else data
+        _reject_binary(body)
+        decoded = _decode_utf8(body, "utf-8-sig" if has_bom else "utf-8")
+    text = decoded.text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
+    return DecodedText(text, decoded.encoding, decoded.warning)
+
+
+def _reject_binary(data: bytes) -> None:
+    """Raise NoteError if ``data`` starts with a binary signature or holds a NUL byte."""
+    for signature, kind in _BINARY_SIGNATURES:
+        if data.startswith(signature):
+            magic = signature[:4].hex(" ").upper()
+            raise NoteError(f"binary content: {kind} (file signature {magic})")
+    if b"\x00" in data:
+        raise NoteError(NUL_REASON)
+
+
+def _decode_utf16(data: bytes) -> DecodedText | None:
+    """Decode UTF-16 that announces itself with a byte-order mark; None without one."""
+    order = next((name for bom, name in _UTF16_BOMS if data.startswith(bom)), None)
+    if order is None:
+        return None
+    text = data.decode("utf-16", "replace")
+    if "\x00" in text:
+        raise NoteError(NUL_REASON)
+    warning = f"UTF-16 ({order} byte-order mark); decoded as UTF-16"
+    if len(data) % 2:
+        warning += "; the last byte is incomplete and was replaced"
+    return DecodedText(text, "utf-16", warning)
+
+
+def _decode_utf8(data: bytes, label: str) -> DecodedText:
+    """Decode UTF-8, falling back to cp1252 or to U+FFFD replacement (rules 4 to 6)."""
+    try:
+        return DecodedText(data.decode("utf-8"), label, None)
+    except UnicodeDecodeError as exc:
+        first_bad = exc.start + (len(_UTF8_BOM) if label == "utf-8-sig" else 0)
+    escaped = data.decode("utf-8", "surrogateescape")
+    if label == "utf-8" and not _MULTIBYTE_CHAR.search(escaped):
+        try:
+            text = data.decode("cp1252")
+        except UnicodeDecodeError:
+            pass
+        else:
+            warning = f"not valid UTF-8 (first bad byte at offset {first_bad}); decoded as cp1252"
+            return DecodedText(text, "cp1252", warning)
+    replaced = len(_ESCAPED_BYTE.findall(escaped))
+    warning = (
+        f"not valid UTF-8 (first bad byte at offset {first_bad}); "
+        f"{replaced} byte(s) replaced with U+FFFD"
+    )
+    return DecodedText(data.decode("utf-8", "replace"), "utf-8+replace", warning)
+
+
+def parse_note(text: str, name: str) -> ParsedNote:
+    """Split a decoded note into title, tags, metadata and sections.
+
+    Args:
+        text: The note's text, as returned by ``decode_note``.
+        name: The note's path relative to the notes folder; gives the fallback title.
+
+    Returns:
+        The parsed note. Problems that do not stop indexing are in ``warnings``.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
+    lines = text.split("\n")
+    source, body_start, warnings = _split_front_matter(lines)
+    raw = _load_front_matter(source, warnings)
+    metadata = _normalise_metadata(raw, warnings)
+    body = lines[body_start:]
+    tokens = _parse_markdown("\n".join(body))
+    headings = _top_level_headings(tokens)
+    sections = _sections(body, headings)
+    note = ParsedNote(
+        title=_title(metadata, headings, name),
+        tags=_dedupe([*_front_matter_tags(raw.get("tags")), *_inline_tags(tokens)]),
+        metadata=metadata,
+        sections=tuple(sections),
+        warnings=tuple(warnings),
+    )
+    logger.debug(
+        "parsed %s: %d sections, %d tags, %d warnings",
+        name,
+        len(note.sections),
+        len(note.tags),
+        len(note.warnings),
+    )
+    return note
+
+
+def _split_front_matter(lines: list[str]) -> tuple[str | None, int, list[str]]:
+    """Return the front matter's YAML (None if there is none), its line count, and warnings."""
+    if len(lines) < 2 or not _OPENING_FENCE.fullmatch(lines[0]):
+        return None, 0, []
+    for index in range(1, len(lines)):
+        if _CLOSING_FENCE.fullmatch(lines[index]):
+            return "\n".join(lines[1:index]), index + 1, []
+    unclosed = (
+        "front matter opened by '---' on line 1 is never closed; "
+        "indexed the whole note as body, without metadata"
+    )
+    return None, 0, [unclosed]
+
+
+def _load_front_matter(source: str | None, warnings: list[str]) -> dict[Any, Any]:
+    """Load front-matter YAML as a mapping; on any problem add a warning and return {}."""
+    if source is None:
+        return {}
+    try:
+        loaded = yaml.load(source, Loader=_YAML_LOADER)  # a safe loader, see above
+    except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
+        warnings.append(
+            f"front matter is not valid YAML ({_yaml_problem(exc)}); indexed without metadata"
+        )
+        return {}
+    if loaded is None or isinstance(loaded, dict):
+        return loaded or {}
+    kind = type(loaded).__name__
+    warnings.append(
+        f"front matter is a YAML {kind}, not key: value pairs; indexed without metadata"
+    )
+    return {}
+
+
+def _parse_markdown(body: str) -> list[Token]:
+    """Parse blocks, then inline content only where headings or tags can come from.
+
+    Inline parsing is half of markdown-it's time and only headings and text with a '#'
+    need it, so it runs for those alone (as markdown-it's own inline pass would).
+    """
+    env: dict[str, Any] = {}
+    tokens = _MARKDOWN.parse(body, env)
+    for index, token in enumerate(tokens):
+        is_heading = index > 0 and tokens[index - 1].type == "heading_open"
+        if token.type == "inline" and (is_heading or "#" in token.content):
+            token.children = []
+            _MARKDOWN.inline.parse(token.content, _MARKDOWN, env, token.children)
+    return tokens
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """Describe a YAML load failure in one line, with its line number in the note."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        # +1 for counting from one, +1 for the opening '---' line.
+        return f"{exc.problem} at line {exc.problem_mark.line + 2}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _normalise_metadata(raw: Mapping[Any, Any], warnings: list[str]) -> dict[str, Scalar]:
+    """Reduce front matter to Chroma's scalar metadata types (see the module docstring)."""
+    metadata: dict[str, Scalar] = {}
+    for key, value in raw.items():
+        name = "" if key is None else _scalar_text(key)
+        if not name.strip() or value is None:
+            continue
+        if _node_count(value) > _MAX_YAML_NODES:
+            warnings.append(f"front matter key {name!r} is too large to store; dropped")
+            continue
+        metadata[name] = _scalar(value)
+    return metadata
+
+
+def _scalar(value: Any) -> Scalar:
+    """Convert one front-matter value to a str, int, float or bool."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if _INT64_MIN <= value <= _INT64_MAX else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return ", ".join(_item_text(item) for item in items if item is not None)
+    if isinstance(value, Mapping):
+        return json.dumps(_jsonable(value), ensure_ascii=False, separators=(",", ":"))
+    return _scalar_text(value)
+
+
+def _item_text(item: Any) -> str:
+    """Render one list item: nested containers as JSON, everything else as text."""
+    if isinstance(item, Mapping | list | tuple | set | frozenset):
+        return json.dumps(_jsonable(item), ensure_ascii=False, separators=(",", ":"))
+    return _scalar_text(item)
+
+
+def _scalar_text(value: Any) -> str:
+    """Render a scalar as text; dates and times in ISO 8601."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Return ``value`` with only JSON types: string keys, ISO dates, finite numbers."""
+    if isinstance(value, Mapping):
+        return {_scalar_text(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return _scalar_text(value)
+
+
+def _node_count(value: Any, limit: int = _MAX_YAML_NODES) -> int:
+    """Count the nodes under ``value``, stopping just past ``limit`` (aliases may loop)."""
+    count, stack = 0, [value]
+    while stack and count <= limit:
+        node = stack.pop()
+        count += 1
+        if isinstance(node, Mapping):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set | frozenset):
+            stack.extend(node)
+    return count
+
+
+def _top_level_headings(tokens: Sequence[Token]) -> list[_Heading]:
+    """Return the headings that are not inside a block quote or list item."""
+    headings = []
+    for index, token in enumerate(tokens):
+        if token.type != "heading_open" or token.level != 0 or token.map is None:
+            continue
+        children = tokens[index + 1].children or []
+        text = _plain_text(children)
+        headings.append(_Heading(int(token.tag[1:]), text, token.map[0], token.map[1]))
+    return headings
+
+
+def _plain_text(children: Iterable[Token]) -> str:
+    """Return the readable text of inline tokens (heading text without Markdown marks)."""
+    parts = []
+    for child in children:
+        if child.type in ("text", "text_special", "code_inline", "image"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append(" ")
+    return "".join(parts).strip()
+
+
+def _sections(lines: list[str], headings: list[_Heading]) -> list[Section]:
+    """Cut the body lines into sections at top-level headings (see the module docstring)."""
+    sections: list[Section] = []
+    stack: list[_Heading] = []
+    cursor = 0
+    for heading in headings:
+        _append_section(sections, stack, lines[cursor : heading.first_line])
+        while stack and stack[-1].level >= heading.level:
+            stack.pop()
+        stack.append(heading)
+        cursor = heading.end_line
+    _append_section(sections, stack, lines[cursor:])
+    if not sections and any(h.text for h in headings):
+        # A note of bare headings (an outline) is still worth finding by those headings.
+        sections.append(Section((), "\n".join(h.text for h in headings if h.text)))
+    return sections
+
+
+def _append_section(sections: list[Section], stack: list[_Heading], lines: list[str]) -> None:
+    """Append a section for ``lines`` under the heading ``stack`` unless it is blank."""
+    text = "\n".join(lines).strip()
+    if not is_blank(text):
+        sections.append(Section(tuple(h.text for h in stack if h.text), text))
+
+
+def _title(metadata: Mapping[str, Scalar], headings: Sequence[_Heading], name: str) -> str:
+    """Pick the front-matter title, else the first top-level h1, else the file stem."""
+    candidates = [
+        str(metadata.get("title", "")),
+        next((h.text for h in headings if h.level == 1 and h.text), ""),
+        PurePosixPath(name).stem,
+        name,
+    ]
+    return next((" ".join(c.split()) for c in candidates if c.strip()), "")
+
+
+def _front_matter_tags(value: Any) -> Iterator[str]:
+    """Yield the tags named by a front-matter ``tags`` value (a list or a string)."""
+    if value is None:
+        return
+    items = value if isinstance(value, list | tuple) else _TAG_SEPARATORS.split(str(value))
+    for item in items:
+        tag = "" if item is None else str(item).strip().lstrip("#").strip()
+        if tag:
+            yield tag
+
+
+def _inline_tags(tokens: Sequence[Token]) -> Iterator[str]:
+    """Yield inline ``#tags`` from the text of every inline token, outside code."""
+    for token in tokens:
+        if token.type == "inline" and token.children:
+            yield from _tags_in(_tag_text(token.children))
+
+
+def _tag_text(children: Iterable[Token]) -> str:
+    """Return inline text with code, escapes, links and HTML masked out."""
+    parts = []
+    for child in children:
+        if child.type == "text" or (child.type == "text_special" and child.info != "escape"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append("\n")
+        elif child.type in ("code_inline", "text_special", "image", "html_inline", "link_open"):
+            parts.append(_OPAQUE)
+    return "".join(parts)
+
+
+def _tags_in(text: str) -> Iterator[str]:
+    """Yield the tags written in ``text`` by the rules in the module docstring."""
+    for match in _TAG.finditer(text):
+        tag = match.group(1).rstrip("-/.\ufe0e\ufe0f")
+        if len(tag) > 1 and not _ALL_DIGITS.fullmatch(tag) and not _is_hex_colour(tag):
+            yield tag
+
+
+def _is_hex_colour(tag: str) -> bool:
+    """Return True for ``FF0000``, ``fff``, ``ABC``; False for words like ``add``."""
+    if not _HEX_COLOUR.fullmatch(tag):
+        return False
+    has_digit = any(c.isdigit() for c in tag)
+    return has_digit or tag.isupper() or len(set(tag)) == 1
+
+
+def _dedupe(tags: Iterable[str]) -> tuple[str, ...]:
+    """Drop repeated tags, comparing case- and normalisation-insensitively."""
+    seen: set[str] = set()
+    kept = []
+    for tag in tags:
+        key = unicodedata.normalize("NFC", tag).casefold()
+        if key not in seen:
+            seen.add(key)
+            kept.append(tag)
+    return tuple(kept)

@@ -1,0 +1,151 @@
+"""The asyncio Unix-socket server: framing, validation and dispatch of requests.
+
+Each connection reads bytes into a capped streaming unpacker (``novad.protocol``) and
+answers every complete request in turn. A request that is not valid msgpack, or breaks a
+cap, gets one error reply and the connection is closed, since the stream can no longer be
+trusted; a well-formed but wrong request (unknown op, bad args) gets an error reply and the
+connection stays open. A handler's unexpected exception becomes an ``internal`` error
+reply and one log line; the daemon and its other clients carry on (invariant 5).
+
+Handlers are coroutines ``(request, emit) -> result``; ``emit`` sends a streamed event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgpack
+
+from novad import protocol
+from novad.errors import NovaError, ProtocolError
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Handler = Callable[[protocol.Request, Emit], Awaitable[dict[str, Any]]]
+
+_READ_SIZE = 64 * 1024
+_IDLE_TIMEOUT_S = 600.0
+
+
+class _Closed(Exception):
+    """The peer went away or the stream is unusable; drop the connection."""
+
+
+class Server:
+    """Serves the protocol on a listening Unix socket."""
+
+    def __init__(
+        self, handlers: Mapping[str, Handler], *, max_request_bytes: int, max_connections: int
+    ) -> None:
+        """Keep the op table and the limits; ``start`` begins serving."""
+        self._handlers = handlers
+        self._max_request_bytes = max_request_bytes
+        self._slots = asyncio.Semaphore(max_connections)
+        self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, sock: Any) -> None:
+        """Serve on an already bound and listening socket."""
+        self._server = await asyncio.start_unix_server(self._accept, sock=sock)
+
+    async def close(self) -> None:
+        """Stop accepting, then end open connections (their handlers are cancelled)."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections, timeout=2.0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._slots.locked():
+            await _send(writer, protocol.error_reply(None, "busy", "too many connections; retry"))
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            async with self._slots:
+                await self._serve(reader, writer)
+        except (_Closed, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        unpacker = protocol.make_unpacker(self._max_request_bytes)
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(_READ_SIZE), _IDLE_TIMEOUT_S)
+            except TimeoutError:
+                return
+            if not data:
+                return
+            try:
+                unpacker.feed(data)
+            except msgpack.BufferFull:
+                await self._refuse(
+                    writer,
+                    protocol.TOO_LARGE,
+                    f"request over max_request_bytes={self._max_request_bytes}",
+                )
+            for message in _messages(unpacker):
+                if isinstance(message, ProtocolError):
+                    await self._refuse(writer, message.code, message.message)
+                await self._dispatch(message, writer)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, code: str, message: str) -> None:
+        log.warning("closing a client connection: %s", message)
+        await _send(writer, protocol.error_reply(None, code, message))
+        raise _Closed()
+
+    async def _dispatch(self, message: object, writer: asyncio.StreamWriter) -> None:
+        req_id = protocol.request_id_of(message)
+        try:
+            req = protocol.parse_request(message)
+            handler = self._handlers.get(req.op)
+            if handler is None:
+                known = ", ".join(sorted(self._handlers))
+                raise ProtocolError(protocol.UNKNOWN_OP, f"unknown op {req.op!r}; known: {known}")
+
+            async def emit(payload: dict[str, Any]) -> None:
+                await _send(writer, protocol.event(req.id, payload))
+
+            reply = protocol.ok_reply(req.id, await handler(req, emit))
+        except ProtocolError as exc:
+            reply = protocol.error_reply(req_id, exc.code, exc.message)
+        except NovaError as exc:
+            reply = protocol.error_reply(req_id, protocol.INTERNAL, str(exc))
+        except (_Closed, ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("request %r failed", req_id)
+            reply = protocol.error_reply(req_id, protocol.INTERNAL, f"internal error: {exc}")
+        await _send(writer, reply)
+
+
+def _messages(unpacker: msgpack.Unpacker) -> list[object]:
+    """Take every complete message out of the unpacker; a decoding error ends the list."""
+    found: list[object] = []
+    try:
+        for message in unpacker:
+            found.append(message)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        found.append(ProtocolError(protocol.BAD_MSGPACK, f"malformed msgpack: {exc}"))
+    return found
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    if writer.is_closing():
+        raise _Closed()
+    writer.write(protocol.pack(message))
+    try:
+        await asyncio.wait_for(writer.drain(), 30.0)
+    except (TimeoutError, ConnectionError) as exc:
+        raise _Closed() from exc

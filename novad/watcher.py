@@ -1,0 +1,132 @@
+"""Watching the source folder with watchfiles, and noticing when the folder itself goes.
+
+watchfiles batches raw events: a batch is yielded once no event arrived for
+``debounce_ms`` (its ``step``), or after ``max_wait_ms`` at the latest (its ``debounce``).
+Nova trusts a batch only for *which paths* changed, never for what happened to them: the
+indexer looks at each path again (exists or not, content hash), so atomic saves that
+arrive as delete + create, or events out of order, end in the right state (TRAPS C10).
+
+The watch also wakes every couple of seconds with an empty batch, to check that the root
+is still the same directory. If it vanished or was replaced (``rm -rf`` and ``mkdir``, a
+rename, an unmount), the watch is dropped, the folder is reported missing, and the index
+is left as it is: an unmounted share is not the user deleting every note. When the folder
+is back, the watch is set up again and a full rescan is requested. If native watching
+cannot start (the inotify watch limit), the watcher falls back to polling and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from novad.scanner import is_skipped_dir
+
+log = logging.getLogger(__name__)
+
+_ROOT_CHECK_MS = 2000
+_ABSENT_POLL_S = 2.0
+
+
+class Watcher:
+    """Feeds changed paths to the daemon; knows the watch mode and whether the root exists."""
+
+    def __init__(
+        self,
+        source: Path,
+        *,
+        debounce_ms: int,
+        max_wait_ms: int,
+        on_changes: Callable[[set[Path]], None],
+        on_root_back: Callable[[], None],
+        force_polling: bool = False,
+    ) -> None:
+        """Keep the callbacks; ``run`` does the watching."""
+        self._source = source
+        self._debounce_ms = debounce_ms
+        self._max_wait_ms = max_wait_ms
+        self._on_changes = on_changes
+        self._on_root_back = on_root_back
+        self._polling = force_polling
+        self.mode = "off"
+        self.source_present = source.is_dir()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch until ``stop`` is set, re-establishing the watch whenever the root returns."""
+        while not stop.is_set():
+            identity = _identity(self._source)
+            if identity is None:
+                await self._wait_for_root(stop)
+                continue
+            try:
+                await self._watch(identity, stop)
+            except OSError as exc:
+                self._fall_back(exc)
+
+    async def _wait_for_root(self, stop: asyncio.Event) -> None:
+        if self.source_present:
+            log.warning(
+                "source folder %s is gone; the index is kept as it is until it returns",
+                self._source,
+            )
+        self.source_present = False
+        self.mode = "off"
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _ABSENT_POLL_S)
+
+    async def _watch(self, identity: tuple[int, int], stop: asyncio.Event) -> None:
+        if not self.source_present:
+            log.info("source folder %s is back; rescanning", self._source)
+            self.source_present = True
+            self._on_root_back()
+        self.mode = "polling" if self._polling else "native"
+        log.info("watching %s (%s)", self._source, self.mode)
+        async for changes in awatch(
+            self._source,
+            watch_filter=self._wanted,
+            debounce=self._max_wait_ms,
+            step=self._debounce_ms,
+            stop_event=stop,
+            rust_timeout=_ROOT_CHECK_MS,
+            yield_on_timeout=True,
+            force_polling=self._polling,
+            ignore_permission_denied=True,
+        ):
+            if changes:
+                self._on_changes({Path(path) for _, path in changes})
+            if _identity(self._source) != identity:
+                log.warning("source folder %s was removed or replaced", self._source)
+                self.source_present = _identity(self._source) is not None
+                if self.source_present:
+                    self._on_root_back()
+                return
+
+    def _wanted(self, change: Change, path: str) -> bool:
+        rel = os.path.relpath(path, self._source)
+        return not any(is_skipped_dir(part) for part in Path(rel).parts[:-1]) and not (
+            Path(rel).name.startswith(".") and os.path.isdir(path)
+        )
+
+    def _fall_back(self, exc: OSError) -> None:
+        if self._polling:
+            raise exc
+        log.warning(
+            "native file watching failed (%s); falling back to polling. If the inotify watch "
+            "limit was reached, raise it with: sysctl fs.inotify.max_user_watches=524288",
+            exc,
+        )
+        self._polling = True
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None

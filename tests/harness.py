@@ -1,0 +1,150 @@
+"""A real novad in a subprocess, driven over its real socket.
+
+``NovaProcess`` starts the daemon with its own state dir and a short socket path, connects
+with back-off until it answers, and stops it with escalating signals. Its stderr goes to a
+log file that the ``daemon`` fixtures print when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from novactl.client import Client, DaemonError, NotRunning
+
+START_TIMEOUT_S = 120.0
+
+
+def short_tmpdir(prefix: str = "nova-") -> Path:
+    """A temp dir with a short path, so socket paths stay under the AF_UNIX limit."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class NovaProcess:
+    """One novad subprocess on a source folder."""
+
+    def __init__(self, source: Path, home: Path, *extra: str) -> None:
+        self.source = source
+        self.state_dir = home / "state"
+        self.socket = home / "novad.sock"
+        self.log_path = home / f"novad-{int(time.time() * 1000)}.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait_ready: bool = True) -> NovaProcess:
+        env = {**os.environ, "XDG_CONFIG_HOME": str(self.state_dir.parent / "config")}
+        args = [
+            sys.executable,
+            "-m",
+            "novad",
+            "--source",
+            str(self.source),
+            "--state-dir",
+            str(self.state_dir),
+            "--socket",
+            str(self.socket),
+            "--debounce-ms",
+            "200",
+            "--log-level",
+            "debug",
+            *self.extra,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if wait_ready:
+            self.wait_answering()
+        return self
+
+    def client(self, timeout_s: float = 30.0) -> Client:
+        return Client(self.socket, timeout_s)
+
+    def call(self, op: str, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        with self.client() as client:
+            return client.call(op, args, **kw)
+
+    def wait_answering(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        delay = 0.05
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                self.call("ping")
+                return
+            except NotRunning:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        raise AssertionError(f"novad did not answer within {START_TIMEOUT_S} s\n{self.log()}")
+
+    def wait_idle(self, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Block until every change made so far is indexed; return status."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._check_alive()
+            try:
+                self.call("wait", {"timeout_s": timeout_s}, read_timeout_s=timeout_s + 30)
+                return self.call("status")
+            except DaemonError as exc:
+                if exc.code != "not-ready" or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def search(self, query: str, k: int = 5) -> list[dict[str, Any]]:
+        return list(self.call("search", {"query": query, "k": k})["hits"])
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"novad exited with {self.proc.returncode}\n{self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """Stop with ``sig``, escalating to SIGKILL; return the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20000:]
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def read_store(state_dir: Path) -> dict[str, list[str]]:
+    """Open the stopped daemon's real ChromaDB store: note id -> its chunk texts.
+
+    Only call this once the daemon has exited: the store has one writer.
+    """
+    import sqlite3
+
+    import chromadb
+    from chromadb.config import Settings
+
+    db = sqlite3.connect(state_dir / "manifest.sqlite3")
+    (collection,) = db.execute("SELECT collection FROM generations WHERE state='active'").fetchone()
+    db.close()
+    client = chromadb.PersistentClient(
+        path=str(state_dir / "chroma"), settings=Settings(anonymized_telemetry=False)
+    )
+    got = client.get_collection(collection).get(include=["documents", "metadatas", "embeddings"])
+    result: dict[str, list[str]] = {}
+    for doc, meta, vector in zip(
+        got["documents"], got["metadatas"], got["embeddings"], strict=True
+    ):
+        assert len(vector) == 384, "every stored chunk has a vector of the model's dimension"
+        result.setdefault(str(meta["path"]), []).append(doc)
+    return result
