@@ -481,11 +481,14 @@ def _title(metadata: Mapping[str, Scalar], headings: Sequence[_Heading], name: s
 
 def _front_matter_tags(value: Any) -> Iterator[str]:
     """Yield the tags named by a front-matter ``tags`` value (a list or a string)."""
-    if value is None:
+    if isinstance(value, str):
+        items: list[Any] = _TAG_SEPARATORS.split(value)
+    elif isinstance(value, list | tuple):
+        items = [item for item in value if isinstance(item, str | int | float)]
+    else:
         return
-    items = value if isinstance(value, list | tuple) else _TAG_SEPARATORS.split(str(value))
     for item in items:
-        tag = "" if item is None else str(item).strip().lstrip("#").strip()
+        tag = str(item).strip().lstrip("#").strip()
         if tag:
             yield tag
 

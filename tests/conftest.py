@@ -59,15 +59,31 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def notes_dir(home: Path) -> Path:
-    """A small notes folder written by the test suite itself."""
+def make_notes(home: Path) -> Path:
+    """Write the suite's small notes folder under ``home``: five notes, one binary, one hidden."""
     source = home / "notes"
     write_notes(source, dict(NOTES))
     (source / "bad.md").write_bytes(b"# Broken\n\x00\x01\x02 binary \x00 junk")
     (source / ".obsidian").mkdir()
     (source / ".obsidian" / "workspace.md").write_text("# hidden settings\n")
     return source
+
+
+@pytest.fixture
+def notes_dir(home: Path) -> Path:
+    """A small notes folder written by the test suite itself."""
+    return make_notes(home)
+
+
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[NovaProcess]:
+    """One idle daemon on the small notes folder, shared by a module's read-only tests."""
+    home = short_tmpdir()
+    daemon = NovaProcess(make_notes(home), home).start()
+    daemon.wait_idle()
+    yield daemon
+    daemon.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture

@@ -29,8 +29,18 @@ def short_tmpdir(prefix: str = "nova-") -> Path:
 class NovaProcess:
     """One novad subprocess on a source folder."""
 
-    def __init__(self, source: Path, home: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        source: Path,
+        home: Path,
+        *extra: str,
+        embed_threads: int | None = 2,
+        log_level: str = "debug",
+    ) -> None:
         self.source = source
+        self.flags = ["--log-level", log_level]
+        if embed_threads is not None:
+            self.flags += ["--embed-threads", str(embed_threads)]
         self.state_dir = home / "state"
         self.socket = home / "novad.sock"
         self.log_path = home / f"novad-{int(time.time() * 1000)}.log"

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import msgpack
-import pytest
-
-from novad import protocol
 from tests.harness import NovaProcess, read_store
 
 Nova = Callable[..., NovaProcess]
@@ -168,70 +162,3 @@ def test_socket_of_a_killed_daemon_is_replaced_but_a_regular_file_is_not(
     assert daemon.proc.wait(20) == 3
     assert daemon.socket.read_text() == "not a socket"
     assert "is not a socket" in daemon.log()
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"\xdd\xff\xff\xff\xff",  # array header claiming 4 billion items
-        b"\xdf\xff\xff\xff\xff",  # map header claiming 4 billion pairs
-        b"\xc1" * 64,  # never-used msgpack byte
-        msgpack.packb([1, 2, 3]),
-        msgpack.packb({"v": 1, "id": 1, "op": "ping", "args": {1: 2}}),
-        msgpack.packb({"v": 1, "id": 1, "op": b"\xff\xfe"}, use_bin_type=False),
-        msgpack.packb({"v": 1, "id": 1, "op": "ping"})[:5],
-    ],
-)
-def test_malformed_bytes_get_an_error_or_a_closed_connection_and_the_daemon_carries_on(
-    nova: Nova, notes_dir: Path, payload: bytes
-) -> None:
-    daemon = nova(notes_dir)
-    with socket.socket(socket.AF_UNIX) as raw:
-        raw.settimeout(5)
-        raw.connect(str(daemon.socket))
-        raw.sendall(payload)
-        raw.shutdown(socket.SHUT_WR)
-        reply = b"".join(iter(lambda: raw.recv(65536), b""))
-    if reply:
-        message = msgpack.unpackb(reply, raw=False)
-        assert message["ok"] is False and message["error"]["code"]
-    assert daemon.call("status")["pid"] == daemon.proc.pid
-
-
-def test_wrong_requests_get_stable_error_codes_on_a_connection_that_stays_open(
-    nova: Nova, notes_dir: Path
-) -> None:
-    daemon = nova(notes_dir)
-    cases = [
-        (protocol.request(1, "explode"), "unknown-op"),
-        (protocol.request(2, "search", {"query": 5}), "bad-args"),
-        (protocol.request(3, "search", {"query": "x", "k": 0}), "bad-args"),
-        ({"v": 2, "id": 4, "op": "ping"}, "unsupported-version"),
-        ({"v": 1, "id": "five", "op": "ping"}, "bad-request"),
-    ]
-    with socket.socket(socket.AF_UNIX) as raw:
-        raw.settimeout(10)
-        raw.connect(str(daemon.socket))
-        unpacker = protocol.make_unpacker()
-        for request, code in cases:
-            raw.sendall(protocol.pack(request))
-            while (reply := next(unpacker, None)) is None:
-                unpacker.feed(raw.recv(65536))
-            assert (reply["ok"], reply["error"]["code"]) == (False, code), reply
-        raw.sendall(protocol.pack(protocol.request(9, "ping")))
-        while (reply := next(unpacker, None)) is None:
-            unpacker.feed(raw.recv(65536))
-        assert reply["id"] == 9 and reply["ok"] is True
-
-
-def test_oversized_request_is_refused(nova: Nova, notes_dir: Path) -> None:
-    daemon = nova(notes_dir)
-    big = protocol.pack(protocol.request(1, "search", {"query": "x" * (2 << 20)}))
-    with socket.socket(socket.AF_UNIX) as raw:
-        raw.settimeout(10)
-        raw.connect(str(daemon.socket))
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            raw.sendall(big)
-        reply = raw.recv(65536)
-    assert msgpack.unpackb(reply, raw=False)["error"]["code"] == "too-large"
-    assert daemon.call("ping")["version"]

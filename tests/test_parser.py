@@ -323,6 +323,11 @@ def test_front_matter_tags_string_is_split_on_commas_and_spaces() -> None:
     assert parse("---\ntags: '#one, two three'\n---\nBody\n").tags == ("one", "two", "three")
 
 
+def test_front_matter_tags_of_other_shapes_are_ignored_not_stringified() -> None:
+    assert parse("---\ntags: {a: 1}\n---\nBody\n").tags == ()
+    assert parse("---\ntags: [ok, {a: 1}, null, [x]]\n---\nBody\n").tags == ("ok",)
+
+
 # --- headings and sections ------------------------------------------------------------------
 
 
