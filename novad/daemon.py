@@ -139,7 +139,6 @@ class Daemon:
             await self._shut_down(server)
 
     async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = asyncio.wrap_future(self._pass_thread.submit(self._open))
         stopped: asyncio.Future[bool] = asyncio.ensure_future(self._stop.wait())
         either: list[asyncio.Future[Any]] = [opened, stopped]
@@ -172,6 +171,7 @@ class Daemon:
         self.store = Store(cfg.chroma_dir)
         counter = WordPieceCounter(self.embedder.tokenizer_json, self.embedder.max_tokens)
         self.indexer = Indexer(cfg, self.manifest, self.store, self.embedder, counter)
+        self.indexer.after_flush = self._refresh_counts
         self.gen = self.indexer.reconcile()
         mismatch = self.indexer.model_mismatch(self.gen)
         if mismatch:
@@ -229,7 +229,7 @@ class Daemon:
     def request_rescan(self, trigger: str) -> int:
         """Ask for a whole-tree incremental pass; return its ticket number."""
         seq = self._next_seq()
-        if self._rescan_wanted is None:
+        if self._rescan_wanted is None or trigger == "startup":
             self._rescan_wanted = (seq, trigger)
         self._work.set()
         return seq
@@ -348,9 +348,12 @@ class Daemon:
             rec.chunks_per_s,
         )
 
-    def _refresh_counts(self) -> None:
-        if self.manifest is not None and self.gen is not None:
-            self.counts = self.manifest.counts(self.gen.gen)
+    def _refresh_counts(self, gen: Generation | None = None) -> None:
+        """Re-read the serving generation's counts (called after every write batch)."""
+        serving = self.gen
+        if self.manifest is None or serving is None or (gen and gen.gen != serving.gen):
+            return
+        self.counts = self.manifest.counts(serving.gen)
 
     def _schedule_retry(self, retry: set[str]) -> None:
         if retry:

@@ -25,7 +25,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,7 @@ class Indexer:
         self._counter = counter
         self._process = psutil.Process()
         self.cancel = threading.Event()
+        self.after_flush: Callable[[Generation], None] | None = None
 
     # Generations
 
@@ -376,6 +377,8 @@ class Indexer:
         self._store.delete(gen.collection, stale)
         rec.chunks_deleted += len(stale)
         self._sample_memory(rec, progress)
+        if self.after_flush is not None:
+            self.after_flush(gen)
 
     def _new_entries(
         self, batch: _Batch, old_ids: set[str]

@@ -37,13 +37,10 @@ def eligible_notes(root: Path) -> set[str]:
     found = set()
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        if (
-            path.is_file()
-            and not path.is_symlink()
-            and is_note_name(path.name, (".md", ".markdown", ".txt"))
-        ):
-            if not any(is_skipped_dir(part) for part in rel.parts[:-1]):
-                found.add(rel.as_posix())
+        hidden = any(is_skipped_dir(part) for part in rel.parts[:-1])
+        note = is_note_name(path.name, (".md", ".markdown", ".txt"))
+        if note and not hidden and path.is_file() and not path.is_symlink():
+            found.add(rel.as_posix())
     return found
 
 
