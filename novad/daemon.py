@@ -172,6 +172,7 @@ class Daemon:
         counter = WordPieceCounter(self.embedder.tokenizer_json, self.embedder.max_tokens)
         self.indexer = Indexer(cfg, self.manifest, self.store, self.embedder, counter)
         self.indexer.after_flush = self._refresh_counts
+        self.indexer.on_switch = self._switch_to
         self.gen = self.indexer.reconcile()
         mismatch = self.indexer.model_mismatch(self.gen)
         if mismatch:
@@ -347,6 +348,11 @@ class Daemon:
             rec.duration_s,
             rec.chunks_per_s,
         )
+
+    def _switch_to(self, gen: Generation) -> None:
+        """Serve searches from ``gen`` from now on (called before the old one is dropped)."""
+        self.gen = gen
+        self._refresh_counts()
 
     def _refresh_counts(self, gen: Generation | None = None) -> None:
         """Re-read the serving generation's counts (called after every write batch)."""

@@ -138,6 +138,7 @@ class Indexer:
         self._process = psutil.Process()
         self.cancel = threading.Event()
         self.after_flush: Callable[[Generation], None] | None = None
+        self.on_switch: Callable[[Generation], None] | None = None
 
     # Generations
 
@@ -246,6 +247,8 @@ class Indexer:
         old = self._manifest.active()
         self._manifest.activate(new.gen)
         log.info("generation %d is now serving (collection %s)", new.gen, new.collection)
+        if self.on_switch is not None:
+            self.on_switch(new)
         if old is not None:
             self._store.drop(old.collection)
             self._manifest.forget_generation(old.gen)
