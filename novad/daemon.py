@@ -30,7 +30,7 @@ from typing import Any
 from novad import __version__, lifecycle
 from novad.config import Config
 from novad.errors import NovaError
-from novad.indexer import Cancelled, Indexer, Progress
+from novad.indexer import Cancelled, Indexer, Progress, SourceMissing
 from novad.manifest import Generation, Manifest
 from novad.metrics import Metrics, PassRecord
 from novad.ops import Ops
@@ -115,7 +115,8 @@ class Daemon:
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT; raise NovaError if start-up fails."""
         lifecycle.prepare_dir(self.config.state_dir, 0o700)
-        lifecycle.prepare_dir(self.config.socket_path.parent, 0o755)
+        # Root's socket folder must be reachable by the socket's group; a user's stays private.
+        lifecycle.prepare_dir(self.config.socket_path.parent, 0o755 if os.geteuid() == 0 else 0o700)
         for lock in self._locks:
             lock.acquire()
         ops = Ops(self)
@@ -308,6 +309,9 @@ class Daemon:
             self._schedule_retry(retry)
         except Cancelled:
             rec.outcome = "cancelled"
+        except SourceMissing as exc:
+            log.warning("%s", exc)
+            rec.outcome, rec.error = "failed", str(exc)
         except Exception as exc:
             log.exception("%s pass failed", job.kind)
             rec.outcome, rec.error = "failed", str(exc)

@@ -36,7 +36,7 @@ import psutil
 from novad.chunker import Chunk, TokenCounter, chunk_note
 from novad.config import Config
 from novad.embedder import Embedder
-from novad.errors import NoteError
+from novad.errors import NoteError, NovaError
 from novad.manifest import ChunkRow, FileRecord, FileUpdate, Generation, Manifest
 from novad.metrics import PassRecord
 from novad.parser import decode_note, parse_note
@@ -51,6 +51,10 @@ _FLUSH_FILES = 256
 
 class Cancelled(Exception):
     """The pass was asked to stop at its next safe point."""
+
+
+class SourceMissing(NovaError):
+    """The source folder vanished during a pass; nothing is deleted because of it."""
 
 
 @dataclass
@@ -426,6 +430,12 @@ class Indexer:
     def _delete(self, gen: Generation, paths: list[str], rec: PassRecord) -> None:
         if not paths:
             return
+        if not self._config.source.is_dir():
+            # An unmounted share or a folder being replaced is not the user deleting notes.
+            raise SourceMissing(
+                f"source folder {self._config.source} is missing; the index is kept as it is "
+                "and brought up to date when the folder is back"
+            )
         progress_ids = self._manifest.chunk_ids(gen.gen, paths)
         ids = [i for chunk_ids in progress_ids.values() for i in chunk_ids]
         self._manifest.apply(gen.gen, [], deleted=paths)

@@ -30,6 +30,11 @@ NOTES = {
         "cold fridge for a deeper, tangier flavour.\n"
     ),
     "empty.md": "",
+    "odd-front-matter.md": (
+        '---\ntitle: ""\ndate: 2024-01-05\ntags: [alpha, beta]\ndraft:\nauthor: {name: X}\n'
+        "rating: 4.5\nid: 123456789012345678901234\n---\n"
+        "Front matter of every YAML type still lets the marmalade recipe be indexed.\n"
+    ),
 }
 
 
@@ -60,7 +65,7 @@ def home() -> Iterator[Path]:
 
 
 def make_notes(home: Path) -> Path:
-    """Write the suite's small notes folder under ``home``: five notes, one binary, one hidden."""
+    """Write the suite's small notes folder under ``home``: six notes, one binary, one hidden."""
     source = home / "notes"
     write_notes(source, dict(NOTES))
     (source / "bad.md").write_bytes(b"# Broken\n\x00\x01\x02 binary \x00 junk")

@@ -22,7 +22,7 @@ def test_status_json_reports_state_files_and_chunks(shared_daemon: NovaProcess) 
     assert run.returncode == 0, run.stderr
     status = json.loads(run.stdout)
     assert status["state"] == "idle"
-    assert status["files"] == 5 and status["chunks"] > 0
+    assert status["files"] == 6 and status["chunks"] > 0
 
 
 def test_human_status_and_stats_render(shared_daemon: NovaProcess) -> None:

@@ -28,8 +28,8 @@ def test_first_start_indexes_every_eligible_note_and_records_the_skipped_one(
     daemon = nova(notes_dir)
     status = daemon.wait_idle()
     assert status["state"] == "idle"
-    # five notes (one empty) are indexed; bad.md is skipped; .obsidian is hidden
-    assert status["files"] == 5
+    # six notes (one empty) are indexed; bad.md is skipped; .obsidian is hidden
+    assert status["files"] == 6
     assert status["skipped"] == 1
     stats = daemon.call("stats")
     skipped = {s["path"]: s["reason"] for s in stats["skipped_files"]}
@@ -109,7 +109,7 @@ def test_renamed_note_costs_no_embedding(nova: Nova, notes_dir: Path) -> None:
     status = daemon.wait_idle()
     hits = daemon.search("turn the compost heap", k=2)
     assert hits[0]["path"] == "compost-heap.md"
-    assert status["files"] == 5
+    assert status["files"] == 6
     after = daemon.call("stats")["embedder"]
     assert after["texts_embedded"] == before["texts_embedded"]
     assert after["chunks_reused"] == before["chunks_reused"] + 1
@@ -128,7 +128,7 @@ def test_full_rebuild_switches_to_a_new_generation(nova: Nova, notes_dir: Path) 
     assert status["chunks"] == first["chunks"]
     assert daemon.search("how do I undo a commit")[0]["path"] == "git/undo.md"
     daemon.stop()
-    assert len(read_store(daemon.state_dir)) == 4  # the empty note has no chunks
+    assert len(read_store(daemon.state_dir)) == 5  # the empty note has no chunks
 
 
 def test_second_daemon_on_the_same_state_dir_exits_naming_the_first(
@@ -162,3 +162,59 @@ def test_socket_of_a_killed_daemon_is_replaced_but_a_regular_file_is_not(
     assert daemon.proc.wait(20) == 3
     assert daemon.socket.read_text() == "not a socket"
     assert "is not a socket" in daemon.log()
+
+
+def test_front_matter_of_every_yaml_type_is_indexed_with_its_tags(
+    shared_daemon: NovaProcess,
+) -> None:
+    hit = shared_daemon.search("marmalade recipe", k=1)[0]
+    assert hit["path"] == "odd-front-matter.md"
+    assert hit["tags"] == ["alpha", "beta"]
+
+
+def test_twenty_quick_saves_leave_exactly_the_last_version(nova: Nova, notes_dir: Path) -> None:
+    """TRAPS C04: re-saving a note never leaves ghost chunks or stale markers."""
+    daemon = nova(notes_dir)
+    daemon.wait_idle()
+    note = notes_dir / "markers.md"
+    for n in range(1, 21):
+        note.write_text(
+            "# Alpha\n\nThe alpha section never changes.\n\n"
+            f"# Beta\n\nToday's checkpoint phrase is marker-{n:02d} zebra.\n\n"
+            "# Gamma\n\nThe gamma section never changes either.\n"
+        )
+        time.sleep(0.5)
+    status = daemon.wait_idle()
+    hits = daemon.search("checkpoint phrase marker-20 zebra", k=10)
+    beta = [h for h in hits if h["path"] == "markers.md" and "checkpoint" in h["text"]]
+    assert [h["text"] for h in beta] == ["Today's checkpoint phrase is marker-20 zebra."]
+    daemon.stop()
+    store = read_store(daemon.state_dir)
+    assert len(store["markers.md"]) == 3
+    assert sum(len(texts) for texts in store.values()) == status["chunks"]
+    assert "Add of existing embedding ID" not in daemon.log()
+
+
+def test_a_vanished_source_folder_keeps_the_index_until_it_returns(
+    nova: Nova, notes_dir: Path
+) -> None:
+    """TRAPS C14: an unmounted or replaced folder is not the user deleting every note."""
+    import shutil
+
+    daemon = nova(notes_dir)
+    before = daemon.wait_idle()
+    moved = notes_dir.with_name("notes.old")
+    notes_dir.rename(moved)
+    deadline = time.monotonic() + 30
+    while daemon.call("status")["source_present"]:
+        assert time.monotonic() < deadline, "missing source folder not reported"
+        time.sleep(0.2)
+    daemon.call("rebuild")
+    assert daemon.call("status")["chunks"] == before["chunks"]
+    assert daemon.search("how do I undo a commit")[0]["path"] == "git/undo.md"
+
+    shutil.rmtree(moved)
+    notes_dir.mkdir()
+    (notes_dir / "a.md").write_text("The back-marker note says the folder returned.\n")
+    poll_search(daemon, "back-marker folder returned", "a.md")
+    assert daemon.wait_idle()["files"] == 1

@@ -1,0 +1,56 @@
+"""Settings: defaults, then TOML file, then NOVA_* environment, then flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from novad.config import load_config
+from novad.errors import ConfigError
+
+
+def test_flags_beat_environment_which_beats_the_file(tmp_path: Path) -> None:
+    toml = tmp_path / "novad.toml"
+    toml.write_text('source = "/from/file"\ndebounce_ms = 100\nmax_wait_ms = 900\n')
+    env = {"NOVA_DEBOUNCE_MS": "200", "NOVA_CONFIG": str(toml)}
+    config = load_config({"source": None, "debounce_ms": 300}, env)
+    assert config.source == Path("/from/file")
+    assert config.debounce_ms == 300
+    assert config.max_wait_ms == 900
+    assert config.config_file == toml
+
+
+def test_nova_socket_names_the_socket(tmp_path: Path) -> None:
+    env = {"NOVA_SOCKET": str(tmp_path / "s.sock"), "XDG_CONFIG_HOME": str(tmp_path)}
+    assert load_config({"source": tmp_path}, env).socket_path == tmp_path / "s.sock"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({}, "no source folder"),
+        ({"source": "/n", "log_level": "loud"}, "log_level"),
+        ({"source": "/n", "embed_threads": 0}, "embed_threads"),
+        ({"source": "/n", "socket_path": "/tmp/" + "s" * 120}, "107-byte"),
+        ({"source": "/n", "debounce_ms": 900, "max_wait_ms": 100}, "max_wait_ms"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_setting_named(
+    tmp_path: Path, flags: dict, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(flags, {"XDG_CONFIG_HOME": str(tmp_path)})
+
+
+def test_unknown_keys_in_the_file_are_refused(tmp_path: Path) -> None:
+    toml = tmp_path / "novad.toml"
+    toml.write_text('source = "/n"\ndebounce = 5\n')
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_config({"config_file": toml}, {})
+
+
+def test_a_non_numeric_environment_value_is_refused(tmp_path: Path) -> None:
+    env = {"NOVA_DEBOUNCE_MS": "soon", "XDG_CONFIG_HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match="debounce_ms"):
+        load_config({"source": "/n"}, env)

@@ -1,0 +1,50 @@
+"""The ChromaDB store wrapper on a real embedded store in a temp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from novad.store import ChunkEntry, Store
+
+
+def entries(count: int) -> list[ChunkEntry]:
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(count, 8)).astype(np.float32)
+    return [
+        ChunkEntry(f"id-{i}", vectors[i], f"text {i}", {"path": f"n{i}.md", "heading": ""})
+        for i in range(count)
+    ]
+
+
+def test_writes_and_deletes_are_cut_to_the_batch_size_the_client_reports(tmp_path: Path) -> None:
+    """TRAPS C02: no single call exceeds the store's batch limit, whatever it is."""
+    store = Store(tmp_path / "chroma")
+    assert store.max_batch >= 1
+    store.max_batch = 7  # as if the client reported a tiny limit
+    store.create("nova-g000001", "test-model", 8)
+    store.upsert("nova-g000001", entries(50))
+    assert store.count("nova-g000001") == 50
+    assert len(store.all_ids("nova-g000001")) == 50
+    store.delete("nova-g000001", [f"id-{i}" for i in range(45)])
+    assert store.all_ids("nova-g000001") == {f"id-{i}" for i in range(45, 50)}
+
+
+def test_stored_vectors_can_be_read_back_for_reuse(tmp_path: Path) -> None:
+    store = Store(tmp_path / "chroma")
+    store.create("nova-g000001", "test-model", 8)
+    written = entries(3)
+    store.upsert("nova-g000001", written)
+    got = store.vectors("nova-g000001", ["id-1", "missing"])
+    assert set(got) == {"id-1"}
+    assert np.allclose(got["id-1"], written[1].vector)
+
+
+def test_only_nova_collections_are_listed_and_dropping_is_idempotent(tmp_path: Path) -> None:
+    store = Store(tmp_path / "chroma")
+    store.create("nova-g000002", "test-model", 8)
+    assert store.names() == ["nova-g000002"]
+    store.drop("nova-g000002")
+    store.drop("nova-g000002")
+    assert store.names() == []
