@@ -35,11 +35,12 @@ import psutil
 
 from novad.chunker import Chunk, TokenCounter, chunk_note
 from novad.config import Config
+from novad.decoding import decode_note
 from novad.embedder import Embedder
 from novad.errors import NoteError, NovaError
 from novad.manifest import ChunkRow, FileRecord, FileUpdate, Generation, Manifest
 from novad.metrics import PassRecord
-from novad.parser import decode_note, parse_note
+from novad.parser import parse_note
 from novad.scanner import expand_changes, walk_notes
 from novad.store import ChunkEntry, Store, chromadb_version
 

@@ -16,8 +16,9 @@ import pytest
 import regex
 
 from novad.chunker import Chunk, WordPieceCounter, chunk_note
+from novad.decoding import decode_note
 from novad.errors import EmbedderError
-from novad.parser import ParsedNote, Section, decode_note, parse_note
+from novad.parser import ParsedNote, Section, parse_note
 from tests.corpus import require_corpus
 
 MAX_TOKENS = 256

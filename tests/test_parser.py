@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from novad.decoding import NUL_REASON, decode_note
 from novad.errors import NoteError
-from novad.parser import NUL_REASON, ParsedNote, decode_note, is_blank, parse_note
+from novad.parser import ParsedNote, is_blank, parse_note
 from tests.corpus import corpus_dir, require_corpus
 
 
