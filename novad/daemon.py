@@ -126,6 +126,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         log.info(
             "novad %s started: source %s, state dir %s, socket %s, model %s",
             __version__,
@@ -210,6 +211,12 @@ class Daemon:
         self._release()
         log.info("stopped")
 
+    def _on_hangup(self) -> None:
+        log.warning(
+            "SIGHUP received: settings are read only at start; restart novad to apply "
+            "changes (it keeps running)"
+        )
+
     def _release(self) -> None:
         lifecycle.remove_socket(self.config.socket_path)
         for lock in reversed(self._locks):
@@ -276,13 +283,21 @@ class Daemon:
         while True:
             await self._work.wait()
             self._work.clear()
-            job = self._next_job()
-            if job is not None:
-                await self._run(job)
-                if self._pending or self._rescan_wanted or self._full_wanted:
-                    self._work.set()
-            if self.job is None and not self.pending:
-                self.state = "idle"
+            try:
+                await self._run_next()
+            except Exception:
+                # A bug in bookkeeping must not stop indexing for good: log, retry later.
+                log.exception("the pass scheduler hit an error; retrying in 5 s")
+                asyncio.get_running_loop().call_later(5.0, self._work.set)
+
+    async def _run_next(self) -> None:
+        job = self._next_job()
+        if job is not None:
+            await self._run(job)
+            if self._pending or self._rescan_wanted or self._full_wanted:
+                self._work.set()
+        if self.job is None and not self.pending:
+            self.state = "idle"
 
     def _next_job(self) -> Job | None:
         if self._full_wanted is not None:

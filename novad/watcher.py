@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _ROOT_CHECK_MS = 2000
 _ABSENT_POLL_S = 2.0
+_RETRY_S = 5.0
 
 
 class Watcher:
@@ -67,7 +68,10 @@ class Watcher:
             try:
                 await self._watch(identity, stop)
             except OSError as exc:
-                self._fall_back(exc)
+                await self._fall_back(exc, stop)
+            except Exception:
+                log.exception("the watcher failed; starting it again in %.0f s", _RETRY_S)
+                await _sleep(stop, _RETRY_S)
 
     async def _wait_for_root(self, stop: asyncio.Event) -> None:
         if self.source_present:
@@ -77,8 +81,7 @@ class Watcher:
             )
         self.source_present = False
         self.mode = "off"
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), _ABSENT_POLL_S)
+        await _sleep(stop, _ABSENT_POLL_S)
 
     async def _watch(self, identity: tuple[int, int], stop: asyncio.Event) -> None:
         if not self.source_present:
@@ -113,15 +116,26 @@ class Watcher:
             Path(rel).name.startswith(".") and os.path.isdir(path)
         )
 
-    def _fall_back(self, exc: OSError) -> None:
+    async def _fall_back(self, exc: OSError, stop: asyncio.Event) -> None:
         if self._polling:
-            raise exc
+            log.error(
+                "polling %s failed too (%s); trying again in %.0f s", self._source, exc, _RETRY_S
+            )
+            self.mode = "off"
+            await _sleep(stop, _RETRY_S)
+            return
         log.warning(
             "native file watching failed (%s); falling back to polling. If the inotify watch "
             "limit was reached, raise it with: sysctl fs.inotify.max_user_watches=524288",
             exc,
         )
         self._polling = True
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
