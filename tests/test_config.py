@@ -54,3 +54,9 @@ def test_a_non_numeric_environment_value_is_refused(tmp_path: Path) -> None:
     env = {"NOVA_DEBOUNCE_MS": "soon", "XDG_CONFIG_HOME": str(tmp_path)}
     with pytest.raises(ConfigError, match="debounce_ms"):
         load_config({"source": "/n"}, env)
+
+
+def test_the_packaged_example_config_loads() -> None:
+    example = Path(__file__).resolve().parent.parent / "packaging" / "novad.toml.example"
+    config = load_config({"config_file": example}, {})
+    assert config.source == Path("/home/me/notes")

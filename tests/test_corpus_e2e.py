@@ -19,6 +19,8 @@ from tests.corpus import require_corpus
 from tests.harness import NovaProcess, read_store, short_tmpdir
 
 pytestmark = pytest.mark.corpus
+# Whichever vault test runs first pays for indexing ~10,000 chunks (10 to 20 min here).
+VAULT_TIMEOUT_S = 3600
 
 
 def manifest_statuses(state_dir: Path) -> dict[str, tuple[str, str | None]]:
@@ -118,7 +120,7 @@ def vault() -> Iterator[NovaProcess]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(VAULT_TIMEOUT_S)
 def test_vault_status_counts_every_eligible_note(vault: NovaProcess) -> None:
     status = vault.call("status")
     assert status["files"] + status["skipped"] == len(eligible_notes(vault.source))
@@ -127,6 +129,7 @@ def test_vault_status_counts_every_eligible_note(vault: NovaProcess) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(VAULT_TIMEOUT_S)
 @pytest.mark.parametrize(
     ("query", "path"),
     [
@@ -149,6 +152,7 @@ def test_vault_search_for_a_phrase_finds_its_note_first(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(VAULT_TIMEOUT_S)
 def test_vault_edit_delete_and_restart(vault: NovaProcess) -> None:
     note = vault.source / "obsidian-tasks/docs/Getting Started/Priority.md"
     with note.open("a") as fh:
