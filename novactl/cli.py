@@ -35,6 +35,8 @@ from novad.protocol import (
     BAD_MSGPACK,
     BAD_REQUEST,
     INTERNAL,
+    MAX_K,
+    MAX_QUERY_CHARS,
     NOT_READY,
     TIMEOUT,
     TOO_LARGE,
@@ -294,7 +296,7 @@ def _check_outcome(session: Session, result: dict[str, Any]) -> None:
 @click.option(
     "-k",
     "k",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_K),
     default=DEFAULT_HITS,
     show_default=True,
     metavar="N",
@@ -310,6 +312,10 @@ def search(session: Session, query: tuple[str, ...], k: int, as_json: bool) -> N
     text = " ".join(query).strip()
     if not text:
         raise click.BadParameter("the query is empty", param_hint="QUERY")
+    if len(text) > MAX_QUERY_CHARS:
+        raise click.BadParameter(
+            f"the query is over {MAX_QUERY_CHARS} characters", param_hint="QUERY"
+        )
     hits = _hits_of(session, _call(session, "search", {"query": text, "k": k}))
     if as_json:
         _print_json(hits)

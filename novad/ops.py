@@ -18,14 +18,12 @@ import psutil
 
 from novad import __version__, protocol
 from novad.errors import ProtocolError, StoreError
-from novad.protocol import Request, get_arg
+from novad.protocol import MAX_K, MAX_QUERY_CHARS, Request, get_arg
 from novad.server import Emit, Server
 
 if TYPE_CHECKING:
     from novad.daemon import Daemon
 
-MAX_K = 100
-MAX_QUERY_CHARS = 4000
 _PROGRESS_EVERY_S = 0.25
 _LIST_LIMIT = 50
 

@@ -33,6 +33,9 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 MAX_REPLY_BYTES = 64 << 20
 _MAX_CONTAINER_LEN = 10_000
+# Limits of the search op, shared so the client can check them before asking.
+MAX_K = 100
+MAX_QUERY_CHARS = 4000
 
 # Stable error codes; the README lists what each means.
 BAD_MSGPACK = "bad-msgpack"
