@@ -205,6 +205,12 @@ class Client:
             sock.sendall(pack(message))
         except TimeoutError as exc:
             raise NotRunning(self._silent(op, self.timeout_s)) from exc
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            # The daemon may have refused the connection with a reply (busy) and closed it.
+            refusal = _refusal(sock)
+            if refusal is not None:
+                raise refusal from exc
+            raise NotRunning(self._lost(op)) from exc
         except OSError as exc:
             raise NotRunning(self._lost(op)) from exc
 
@@ -278,6 +284,21 @@ class Client:
             f"the daemon at {self.socket_path} closed the connection before answering `{op}`; "
             "it may have stopped or crashed. Check its log, then retry."
         )
+
+
+def _refusal(sock: socket.socket) -> DaemonError | None:
+    """An error reply the daemon sent before closing, if one is waiting to be read."""
+    unpacker = make_unpacker(MAX_REPLY_BYTES)
+    try:
+        sock.settimeout(1.0)
+        unpacker.feed(sock.recv(_RECV_BYTES))
+        message = next(unpacker, None)
+    except (OSError, ValueError, msgpack.UnpackException):
+        return None
+    if isinstance(message, dict) and isinstance(message.get("error"), dict):
+        error = message["error"]
+        return DaemonError(str(error.get("code", "")), str(error.get("message", "")))
+    return None
 
 
 def _is_for(message: dict[str, Any], req_id: int) -> bool:

@@ -18,10 +18,7 @@ import click
 from novad import __version__
 from novad.config import LOG_LEVELS, Config, load_config
 from novad.errors import ConfigError, NovaError
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_NOT_READY = 3
+from novad.lifecycle import EXIT_CONFIG, EXIT_NOT_READY
 
 _QUIET_LIBRARIES = (
     "chromadb",
@@ -73,16 +70,11 @@ def run(config: Config) -> int:
     """Run the daemon until it is stopped; return the process exit code."""
     from novad.daemon import Daemon
 
-    log = logging.getLogger("novad")
-    daemon = Daemon(config)
     try:
-        asyncio.run(daemon.run())
+        return asyncio.run(Daemon(config).run())
     except NovaError as exc:
-        log.error("%s", exc)
-        return EXIT_NOT_READY if daemon.state == "starting" else EXIT_FAILED
-    except KeyboardInterrupt:
-        return 0
-    return 0
+        logging.getLogger("novad").error("%s", exc)
+        return EXIT_NOT_READY
 
 
 def setup_logging(level: str) -> None:

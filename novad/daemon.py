@@ -31,9 +31,11 @@ from novad import __version__, lifecycle
 from novad.config import Config
 from novad.errors import NovaError
 from novad.indexer import Cancelled, Indexer, Progress, SourceMissing
+from novad.lifecycle import EXIT_FAILED, EXIT_NOT_READY
 from novad.manifest import Generation, Manifest
 from novad.metrics import Metrics, PassRecord
 from novad.ops import Ops
+from novad.server import Server
 from novad.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class Daemon:
         self.config = config
         self.started = time.monotonic()
         self.state = "starting"
+        self.ready = False
         self.manifest: Manifest | None = None
         self.metrics: Metrics | None = None
         self.indexer: Indexer | None = None
@@ -112,8 +115,12 @@ class Daemon:
 
     # Lifecycle
 
-    async def run(self) -> None:
-        """Run until SIGTERM or SIGINT; raise NovaError if start-up fails."""
+    async def run(self) -> int:
+        """Run until SIGTERM or SIGINT and return the exit code.
+
+        Raises:
+            NovaError: the state dir or socket cannot be owned (nothing was started).
+        """
         lifecycle.prepare_dir(self.config.state_dir, 0o700)
         # Root's socket folder must be reachable by the socket's group; a user's stays private.
         lifecycle.prepare_dir(self.config.socket_path.parent, 0o755 if os.geteuid() == 0 else 0o700)
@@ -135,12 +142,17 @@ class Daemon:
             self.config.socket_path,
             self.config.model,
         )
+        code = 0
         try:
-            await self._serve()
+            await self._serve(server)
+        except NovaError as exc:
+            log.error("%s", exc)
+            code = EXIT_FAILED if self.ready else EXIT_NOT_READY
         finally:
             await self._shut_down(server)
+        return code
 
-    async def _serve(self) -> None:
+    async def _serve(self, server: Server) -> None:
         opened: asyncio.Future[None] = asyncio.wrap_future(self._pass_thread.submit(self._open))
         stopped: asyncio.Future[bool] = asyncio.ensure_future(self._stop.wait())
         either: list[asyncio.Future[Any]] = [opened, stopped]
@@ -149,15 +161,27 @@ class Daemon:
             return
         stopped.cancel()
         opened.result()
+        self.ready = True
         self.request_rescan("startup")
-        tasks = [
-            asyncio.ensure_future(self.watcher.run(self._stop)),
-            asyncio.ensure_future(self._pass_loop()),
-        ]
+        watching = asyncio.ensure_future(self.watcher.run(self._stop))
+        passes = asyncio.ensure_future(self._pass_loop())
         await self._stop.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        log.info("shutting down")
+        self.state = "stopping"
+        await server.close()
+        await self._drain(passes)
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+
+    async def _drain(self, passes: asyncio.Future[None]) -> None:
+        """Let the running pass stop at its next safe point and record itself."""
+        if self.indexer is not None:
+            self.indexer.cancel.set()
+        self._work.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(passes), self.config.shutdown_timeout_s)
+        except TimeoutError:
+            self._give_up()
 
     def _open(self) -> None:
         from novad.chunker import WordPieceCounter
@@ -167,6 +191,13 @@ class Daemon:
         cfg = self.config
         self.manifest = Manifest(cfg.manifest_path)
         self.metrics = Metrics(cfg.metrics_path)
+        interrupted = self.metrics.mark_interrupted()
+        if interrupted:
+            log.warning(
+                "%d pass(es) were interrupted by the last stop (killed or crashed); "
+                "this start repairs what they left",
+                interrupted,
+            )
         self.embedder = SentenceTransformerEmbedder(
             cfg.model, threads=cfg.embed_threads, batch_size=cfg.embed_batch_size
         )
@@ -183,33 +214,32 @@ class Daemon:
         self._refresh_counts()
         self.state = "scanning"
 
-    async def _shut_down(self, server: Any) -> None:
-        log.info("shutting down")
+    async def _shut_down(self, server: Server) -> None:
         self.state = "stopping"
         await server.close()
-        if self.indexer is not None:
-            self.indexer.cancel.set()
         loop = asyncio.get_running_loop()
         drained = loop.run_in_executor(None, self._pass_thread.shutdown, True)
         try:
             await asyncio.wait_for(drained, self.config.shutdown_timeout_s)
         except TimeoutError:
-            log.error(
-                "the running pass did not stop within %.0f s; exiting anyway "
-                "(the next start repairs the index)",
-                self.config.shutdown_timeout_s,
-            )
-            self._release()
-            os._exit(1)
+            self._give_up()
         for ticket in self._tickets:
-            if not ticket.future.done():
-                ticket.future.set_exception(NovaError("the daemon is shutting down"))
+            ticket.future.cancel()
         self.readers.shutdown(wait=True)
         for db in (self.manifest, self.metrics):
             if db is not None:
                 db.close()
         self._release()
         log.info("stopped")
+
+    def _give_up(self) -> None:
+        log.error(
+            "start-up or the running pass did not stop within shutdown_timeout_s=%.0f s; "
+            "exiting anyway (the next start repairs the index)",
+            self.config.shutdown_timeout_s,
+        )
+        self._release()
+        os._exit(EXIT_FAILED)
 
     def _on_hangup(self) -> None:
         log.warning(
@@ -280,9 +310,11 @@ class Daemon:
     # The pass loop
 
     async def _pass_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self._work.wait()
             self._work.clear()
+            if self._stop.is_set():
+                return
             try:
                 await self._run_next()
             except Exception:
@@ -338,8 +370,8 @@ class Daemon:
         self._answer_tickets(job, rec.as_dict())
 
     def _execute(self, job: Job) -> set[str]:
-        assert self.indexer is not None and self.gen is not None
-        self.indexer.cancel.clear()
+        assert self.indexer is not None and self.gen is not None and self.metrics is not None
+        self.metrics.begin(job.record)
         if job.kind == "full":
             self.gen, retry = self.indexer.full(job.record, job.progress)
             return retry

@@ -102,17 +102,24 @@ def _reject_binary(data: bytes) -> None:
 
 
 def _decode_utf16(data: bytes) -> DecodedText | None:
-    """Decode UTF-16 that announces itself with a byte-order mark; None without one."""
+    """Decode UTF-16 that announces itself with a byte-order mark; None without one.
+
+    The decoding is strict: a binary file that merely starts with FF FE would otherwise
+    come out as plausible-looking CJK text and be indexed.
+    """
     order = next((name for bom, name in _UTF16_BOMS if data.startswith(bom)), None)
     if order is None:
         return None
-    text = data.decode("utf-16", "replace")
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError as exc:
+        raise NoteError(
+            f"binary content: starts with a UTF-16 byte-order mark but is not valid UTF-16 "
+            f"(bad bytes at offset {exc.start})"
+        ) from exc
     if "\x00" in text:
         raise NoteError(NUL_REASON)
-    warning = f"UTF-16 ({order} byte-order mark); decoded as UTF-16"
-    if len(data) % 2:
-        warning += "; the last byte is incomplete and was replaced"
-    return DecodedText(text, "utf-16", warning)
+    return DecodedText(text, "utf-16", f"UTF-16 ({order} byte-order mark); decoded as UTF-16")
 
 
 def _decode_utf8(data: bytes, label: str) -> DecodedText:

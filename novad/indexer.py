@@ -232,7 +232,9 @@ class Indexer:
             candidates = sorted(set(walk_notes(source, extensions)) | set(known))
         else:
             candidates = sorted(expand_changes(source, changed, known, extensions))
-        gone = self._index(gen, candidates, known, rec, progress, reuse=True)
+        # A watcher event is evidence of change even when size and mtime look the same.
+        trust_stat = changed is None
+        gone = self._index(gen, candidates, known, rec, progress, reuse=True, trust_stat=trust_stat)
         retry = gone.pop(_RETRY, set())
         self._delete(gen, sorted(gone[_GONE]), rec)
         return retry
@@ -245,7 +247,7 @@ class Indexer:
         self._store.create(new.collection, new.model, new.dimension)
         try:
             candidates = list(walk_notes(self._config.source, self._config.extensions))
-            outcome = self._index(new, candidates, {}, rec, progress, reuse=False)
+            outcome = self._index(new, candidates, {}, rec, progress, reuse=False, trust_stat=True)
         except BaseException:
             self._abandon(new)
             raise
@@ -276,6 +278,7 @@ class Indexer:
         progress: Progress,
         *,
         reuse: bool,
+        trust_stat: bool,
     ) -> dict[str, set[str]]:
         progress.total = len(candidates)
         progress.phase = "indexing"
@@ -286,7 +289,7 @@ class Indexer:
         for rel in candidates:
             if self.cancel.is_set():
                 raise Cancelled()
-            result = self._examine(gen, rel, known.get(rel))
+            result = self._examine(gen, rel, known.get(rel), trust_stat)
             if isinstance(result, _Prepared):
                 rec.files_changed += 1
                 rec.files_failed += result.update.record.status == "skipped"
@@ -294,28 +297,33 @@ class Indexer:
                 if batch.full():
                     self._flush(gen, batch, rec, progress, reuse)
                     batch = _Batch()
-            elif result in outcome:
+                continue
+            if result in outcome:
                 outcome[result].add(rel)
             progress.done += 1
         self._flush(gen, batch, rec, progress, reuse)
         return outcome
 
-    def _examine(self, gen: Generation, rel: str, record: FileRecord | None) -> _Prepared | str:
+    def _examine(
+        self, gen: Generation, rel: str, record: FileRecord | None, trust_stat: bool
+    ) -> _Prepared | str:
         path = self._config.source / rel
         try:
             st = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
             return _GONE if record else _UNCHANGED
+        except OSError as exc:
+            return self._skipped(rel, 0, 0, "", f"cannot access the file: {exc.strerror}", record)
         if not stat.S_ISREG(st.st_mode):
             return _GONE if record else _UNCHANGED
-        if record and (record.size, record.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        if trust_stat and record and _same_stat(record, st) and not _unread(record):
             return _UNCHANGED
         if st.st_size > self._config.max_file_bytes:
             reason = (
                 f"file is {st.st_size} bytes, over max_file_bytes={self._config.max_file_bytes};"
                 " raise the setting to index it"
             )
-            return self._skipped(rel, st, "", reason)
+            return self._skipped(rel, st.st_size, st.st_mtime_ns, "", reason, record)
         return self._read(gen, rel, path, st, record)
 
     def _read(
@@ -327,7 +335,8 @@ class Indexer:
         except FileNotFoundError:
             return _GONE if record else _UNCHANGED
         except OSError as exc:
-            return self._skipped(rel, st, "", f"cannot read the file: {exc.strerror}")
+            reason = f"cannot read the file: {exc.strerror}"
+            return self._skipped(rel, st.st_size, st.st_mtime_ns, "", reason, record)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
             log.debug("%s changed while being read; trying again later", rel)
             return _RETRY
@@ -338,7 +347,7 @@ class Indexer:
         try:
             return self._prepare(rel, st, digest, data)
         except NoteError as exc:
-            return self._skipped(rel, st, digest, exc.reason)
+            return self._skipped(rel, st.st_size, st.st_mtime_ns, digest, exc.reason, record)
 
     def _prepare(self, rel: str, st: os.stat_result, digest: str, data: bytes) -> _Prepared:
         decoded = decode_note(data)
@@ -360,10 +369,20 @@ class Indexer:
         }
         return _Prepared(FileUpdate(record, rows), chunks, metadata)
 
-    def _skipped(self, rel: str, st: os.stat_result, digest: str, reason: str) -> _Prepared:
+    def _skipped(
+        self,
+        rel: str,
+        size: int,
+        mtime_ns: int,
+        digest: str,
+        reason: str,
+        record: FileRecord | None,
+    ) -> _Prepared | str:
+        new = FileRecord(rel, size, mtime_ns, digest, "skipped", reason)
+        if record == new:
+            return _UNCHANGED
         log.warning("skipped %s: %s", rel, reason)
-        record = FileRecord(rel, st.st_size, st.st_mtime_ns, digest, "skipped", reason)
-        return _Prepared(FileUpdate(record, []), [], {})
+        return _Prepared(FileUpdate(new, []), [], {})
 
     def _flush(
         self, gen: Generation, batch: _Batch, rec: PassRecord, progress: Progress, reuse: bool
@@ -384,6 +403,7 @@ class Indexer:
         stale = sorted(old_ids - new_ids)
         self._store.delete(gen.collection, stale)
         rec.chunks_deleted += len(stale)
+        progress.done += len(batch.notes)
         self._sample_memory(rec, progress)
         if self.after_flush is not None:
             self.after_flush(gen)
@@ -448,6 +468,15 @@ class Indexer:
         rss = int(self._process.memory_info().rss)
         progress.rss_bytes = rss
         rec.peak_rss_bytes = max(rec.peak_rss_bytes, rss)
+
+
+def _same_stat(record: FileRecord, st: os.stat_result) -> bool:
+    return (record.size, record.mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def _unread(record: FileRecord) -> bool:
+    """A note skipped before its bytes could be read: worth trying again (chmod, unmount)."""
+    return record.status == "skipped" and not record.content_hash
 
 
 def _chunk_rows(rel: str, chunks: list[Chunk], tags: str) -> list[ChunkRow]:

@@ -26,6 +26,12 @@ from novad.errors import InstanceError
 
 log = logging.getLogger(__name__)
 
+# novad's exit codes (the README lists them).
+EXIT_OK = 0
+EXIT_FAILED = 1  # failed while running
+EXIT_CONFIG = 2  # a bad setting or flag
+EXIT_NOT_READY = 3  # never became ready: another owner, a non-socket file, no model or store
+
 
 class PathLock:
     """An exclusive, non-blocking ``flock`` on a file, holding the owner's pid."""

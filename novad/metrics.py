@@ -84,16 +84,42 @@ class Metrics:
         with self._lock:
             self._db.close()
 
-    def record(self, rec: PassRecord) -> PassRecord:
-        """Store one finished pass and add its embeddings to the counters."""
+    def begin(self, rec: PassRecord) -> None:
+        """Store a pass as ``running`` as it starts, so a kill leaves a trace of it."""
         marks = ",".join("?" * len(_COLUMNS))
         values = [getattr(rec, c) for c in _COLUMNS]
+        values[_COLUMNS.index("outcome")] = "running"
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             cur = self._db.execute(
                 f"INSERT INTO passes ({','.join(_COLUMNS)}) VALUES ({marks})", values
             )
-            rec.id = cur.lastrowid
+        rec.id = cur.lastrowid
+
+    def mark_interrupted(self) -> int:
+        """Mark passes a kill left ``running`` as ``interrupted``; return how many."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE passes SET outcome = 'interrupted', "
+                "error = 'the daemon stopped before the pass ended (killed or crashed)' "
+                "WHERE outcome = 'running'"
+            )
+        return cur.rowcount
+
+    def record(self, rec: PassRecord) -> PassRecord:
+        """Store one finished pass (begun or not) and add its embeddings to the counters."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            if rec.id is None:
+                marks = ",".join("?" * len(_COLUMNS))
+                values = [getattr(rec, c) for c in _COLUMNS]
+                cur = self._db.execute(
+                    f"INSERT INTO passes ({','.join(_COLUMNS)}) VALUES ({marks})", values
+                )
+                rec.id = cur.lastrowid
+            else:
+                sets = ",".join(f"{c} = ?" for c in _COLUMNS)
+                values = [getattr(rec, c) for c in _COLUMNS]
+                self._db.execute(f"UPDATE passes SET {sets} WHERE id = ?", [*values, rec.id])
             self._bump("texts_embedded", rec.texts_embedded)
             self._bump("chunks_reused", rec.chunks_reused)
             self._db.execute(
@@ -129,19 +155,22 @@ class Metrics:
             by_trigger = dict(
                 self._db.execute("SELECT trigger, COUNT(*) FROM passes GROUP BY trigger")
             )
-            failed = self._db.execute(
-                "SELECT COUNT(*) FROM passes WHERE outcome = 'failed'"
-            ).fetchone()[0]
+            outcomes = dict(
+                self._db.execute("SELECT outcome, COUNT(*) FROM passes GROUP BY outcome")
+            )
             peak = self._db.execute("SELECT MAX(peak_rss_bytes) FROM passes").fetchone()[0]
         recent = self.recent(sample)
         total = sum(by_kind.values())
         working = [r for r in recent if r.chunks_embedded > 0 and r.outcome == "ok"]
+        ok = outcomes.get("ok", 0)
+        failed = outcomes.get("failed", 0) + outcomes.get("interrupted", 0)
         return {
             "total": total,
             "by_kind": by_kind,
             "by_trigger": by_trigger,
+            "by_outcome": outcomes,
             "failed": failed,
-            "success_rate": (total - failed) / total if total else None,
+            "success_rate": ok / (ok + failed) if ok + failed else None,
             "last_duration_s": recent[0].duration_s if recent else None,
             "median_duration_s": _median([r.duration_s for r in recent]),
             "last_chunks_per_s": working[0].chunks_per_s if working else None,

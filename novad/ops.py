@@ -9,6 +9,7 @@ a reader thread. ``rebuild`` and ``wait`` hold a ticket until a pass covers them
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import psutil
 
 from novad import __version__, protocol
 from novad.errors import ProtocolError, StoreError
-from novad.protocol import MAX_K, MAX_QUERY_CHARS, Request, get_arg
+from novad.protocol import MAX_K, MAX_QUERY_CHARS, Request, check_args, get_arg
 from novad.server import Emit, Server
 
 if TYPE_CHECKING:
@@ -54,10 +55,12 @@ class Ops:
 
     async def ping(self, req: Request, emit: Emit) -> dict[str, Any]:
         """Liveness: the daemon's version and pid."""
+        check_args(req, set())
         return {"version": __version__, "pid": os.getpid()}
 
     async def status(self, req: Request, emit: Emit) -> dict[str, Any]:
         """What the daemon is doing now, from memory only."""
+        check_args(req, set())
         d = self._daemon
         job = d.job
         embedder = d.embedder
@@ -71,8 +74,8 @@ class Ops:
             "state_dir": str(d.config.state_dir),
             "socket": str(d.config.socket_path),
             "model": embedder.name if embedder else d.config.model,
-            "dimension": embedder.dimension if embedder else 0,
-            "generation": d.gen.gen if d.gen else 0,
+            "dimension": embedder.dimension if embedder else None,
+            "generation": d.gen.gen if d.gen else None,
             **d.counts,
             "pending": d.pending,
             "watch": {"mode": d.watcher.mode},
@@ -82,6 +85,7 @@ class Ops:
 
     async def stats(self, req: Request, emit: Emit) -> dict[str, Any]:
         """Store, pass, embedder and resource figures, from the databases."""
+        check_args(req, set())
         self._require_ready()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._daemon.readers, self._stats)
@@ -119,6 +123,7 @@ class Ops:
 
     async def rebuild(self, req: Request, emit: Emit) -> dict[str, Any]:
         """Run (or join) a pass over the whole tree, streaming its progress."""
+        check_args(req, {"full"})
         full = get_arg(req, "full", bool, False)
         ticket = self._daemon.ticket(full=full, trigger="request")
         while not ticket.future.done():
@@ -130,9 +135,10 @@ class Ops:
 
     async def wait(self, req: Request, emit: Emit) -> dict[str, Any]:
         """Return once every change made before the request is searchable."""
+        check_args(req, {"timeout_s"})
         timeout_s = get_arg(req, "timeout_s", float, 60.0)
-        if timeout_s <= 0:
-            raise ProtocolError(protocol.BAD_ARGS, "timeout_s must be positive")
+        if not 0 < timeout_s < math.inf:
+            raise ProtocolError(protocol.BAD_ARGS, "timeout_s must be a positive number")
         loop = asyncio.get_running_loop()
         started = loop.time()
         ticket = self._daemon.ticket(full=False, trigger="wait")
@@ -144,10 +150,18 @@ class Ops:
                 f"the index has not caught up after {timeout_s:g} s; "
                 "it is still working (see novactl status)",
             ) from None
+        summary = ticket.future.result()
+        if summary["outcome"] != "ok":
+            raise ProtocolError(
+                protocol.PASS_FAILED,
+                f"the pass that covers this request ended "
+                f"{summary['outcome']}: {summary['error'] or 'see the daemon log'}",
+            )
         return {"waited_s": round(loop.time() - started, 3)}
 
     async def search(self, req: Request, emit: Emit) -> dict[str, Any]:
         """The ``k`` chunks nearest in meaning to ``query``."""
+        check_args(req, {"query", "k"})
         query = get_arg(req, "query", str)
         k = get_arg(req, "k", int, 5)
         if not query.strip() or len(query) > MAX_QUERY_CHARS:

@@ -46,6 +46,8 @@ BAD_ARGS = "bad-args"
 TOO_LARGE = "too-large"
 NOT_READY = "not-ready"
 TIMEOUT = "timeout"
+PASS_FAILED = "pass-failed"
+BUSY = "busy"
 INTERNAL = "internal"
 
 _REQUIRED = object()
@@ -129,6 +131,17 @@ def parse_request(obj: object) -> Request:
     if not isinstance(args, dict):
         raise ProtocolError(BAD_REQUEST, "field 'args' must be a map")
     return Request(id=req_id, op=op, args=args)
+
+
+def check_args(req: Request, allowed: set[str]) -> None:
+    """Refuse arguments the op does not know (a client bug, or a newer client)."""
+    unknown = sorted(set(req.args) - allowed)
+    if unknown:
+        known = ", ".join(sorted(allowed)) or "none"
+        raise ProtocolError(
+            BAD_ARGS,
+            f"op '{req.op}' has no argument {', '.join(map(repr, unknown))}; it takes: {known}",
+        )
 
 
 def get_arg(req: Request, name: str, kind: type, default: Any = _REQUIRED) -> Any:

@@ -28,7 +28,8 @@ Emit = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[[protocol.Request, Emit], Awaitable[dict[str, Any]]]
 
 _READ_SIZE = 64 * 1024
-_IDLE_TIMEOUT_S = 600.0
+# A connection that sends nothing for this long gives its slot back.
+_IDLE_TIMEOUT_S = 60.0
 
 
 class _Closed(Exception):
@@ -44,6 +45,7 @@ class Server:
         """Keep the op table and the limits; ``start`` begins serving."""
         self._handlers = handlers
         self._max_request_bytes = max_request_bytes
+        self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._server: asyncio.base_events.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -63,7 +65,8 @@ class Server:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._slots.locked():
-            await _send(writer, protocol.error_reply(None, "busy", "too many connections; retry"))
+            busy = f"too many connections (max_connections={self._max_connections}); retry"
+            await _send(writer, protocol.error_reply(None, protocol.BUSY, busy))
             writer.close()
             return
         task = asyncio.current_task()
@@ -137,7 +140,8 @@ def _messages(unpacker: msgpack.Unpacker) -> list[object]:
         for message in unpacker:
             found.append(message)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        found.append(ProtocolError(protocol.BAD_MSGPACK, f"malformed msgpack: {exc}"))
+        detail = str(exc) or type(exc).__name__
+        found.append(ProtocolError(protocol.BAD_MSGPACK, f"malformed msgpack: {detail}"))
     return found
 
 

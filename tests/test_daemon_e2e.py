@@ -218,3 +218,20 @@ def test_a_vanished_source_folder_keeps_the_index_until_it_returns(
     (notes_dir / "a.md").write_text("The back-marker note says the folder returned.\n")
     poll_search(daemon, "back-marker folder returned", "a.md")
     assert daemon.wait_idle()["files"] == 1
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_still_indexed(nova: Nova, notes_dir: Path) -> None:
+    """Sync tools (rsync -t, cp -p) can rewrite a note and restore its size and mtime."""
+    import os
+
+    daemon = nova(notes_dir)
+    daemon.wait_idle()
+    note = notes_dir / "garden/compost.md"
+    before = note.stat()
+    text = note.read_text()
+    note.write_text(text.replace("brown dry leaves", "brown oak twigs!"))
+    os.utime(note, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert note.stat().st_size == before.st_size
+    poll_search(daemon, "kitchen scraps with brown oak twigs", "garden/compost.md")
+    hits = daemon.search("compost heap", k=1)
+    assert "oak twigs" in hits[0]["text"]
