@@ -37,13 +37,15 @@ _QUIET_LIBRARIES = (
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
-    help="Where the store, manifest and metrics live. [default: XDG state dir]",
+    help="Where the store, manifest and metrics live. "
+    "[default: $XDG_STATE_HOME/nova; /var/lib/nova as root]",
 )
 @click.option(
     "--socket",
     "socket_path",
     type=click.Path(path_type=Path),
-    help="Unix socket to serve on. [default: $XDG_RUNTIME_DIR/nova/novad.sock]",
+    help="Unix socket to serve on. "
+    "[default: $XDG_RUNTIME_DIR/nova/novad.sock; /run/nova/novad.sock as root]",
 )
 @click.option(
     "--config",

@@ -134,6 +134,12 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        if not self.config.source.is_dir():
+            log.warning(
+                "source folder %s does not exist (yet); the index is kept as it is "
+                "and the folder is indexed once it appears",
+                self.config.source,
+            )
         log.info(
             "novad %s started: source %s, state dir %s, socket %s, model %s",
             __version__,
