@@ -73,20 +73,20 @@ class _Sampler(threading.Thread):
         self._daemon = daemon
         assert daemon.proc is not None
         self._proc = psutil.Process(daemon.proc.pid)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.latencies_ms: list[float] = []
         self.peak_rss = 0
 
     def run(self) -> None:
         with self._daemon.client() as client:
-            while not self._stop.wait(0.5):
+            while not self._halt.wait(0.5):
                 began = time.perf_counter()
                 client.call("status")
                 self.latencies_ms.append((time.perf_counter() - began) * 1000)
                 self.peak_rss = max(self.peak_rss, self._proc.memory_info().rss)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def pct(self, q: int) -> float:
