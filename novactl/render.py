@@ -272,7 +272,7 @@ def passes_table(passes: Sequence[Mapping[str, Any]]) -> RenderableType:
         caption_justify="left",
     )
     for name in ("#", "Kind", "Trigger", "Started", "Took"):
-        table.add_column(name, no_wrap=True)
+        table.add_column(name, no_wrap=name in ("#", "Started"))
     for name in ("Notes", "Chunks", "Chunks/s", "Peak RSS"):
         table.add_column(name, justify="right")
     table.add_column("Outcome")
@@ -291,7 +291,7 @@ def _pass_cells(entry: Mapping[str, Any]) -> list[str | Text]:
         str(entry.get("id", DASH)),
         Text(str(entry.get("kind", DASH))),
         Text(str(entry.get("trigger", DASH))),
-        DASH if started is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+        DASH if started is None else time.strftime("%m-%d %H:%M", time.localtime(started)),
         fmt_duration(entry.get("duration_s")),
         " / ".join(fmt_count(entry.get(key)) for key in files),
         " / ".join(fmt_count(entry.get(key)) for key in chunks),

@@ -177,6 +177,9 @@ def _check(config: Config) -> None:
     ):
         if getattr(config, name) < 1:
             raise ConfigError(f"setting {name} must be at least 1, got {getattr(config, name)}")
+    if not 0 < config.shutdown_timeout_s < 3600:
+        got = config.shutdown_timeout_s
+        raise ConfigError(f"shutdown_timeout_s must be between 0 and 3600 seconds, got {got}")
     if config.debounce_ms < 0 or config.max_wait_ms < config.debounce_ms:
         raise ConfigError("debounce_ms must be >= 0 and max_wait_ms >= debounce_ms")
     if len(os.fsencode(str(config.socket_path))) > MAX_SOCKET_PATH_BYTES:

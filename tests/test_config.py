@@ -34,6 +34,7 @@ def test_nova_socket_names_the_socket(tmp_path: Path) -> None:
         ({"source": "/n", "embed_threads": 0}, "embed_threads"),
         ({"source": "/n", "socket_path": "/tmp/" + "s" * 120}, "107-byte"),
         ({"source": "/n", "debounce_ms": 900, "max_wait_ms": 100}, "max_wait_ms"),
+        ({"source": "/n", "shutdown_timeout_s": -1}, "shutdown_timeout_s"),
     ],
 )
 def test_bad_settings_are_refused_with_the_setting_named(
