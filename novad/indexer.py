@@ -46,8 +46,9 @@ from novad.store import ChunkEntry, Store, chromadb_version
 
 log = logging.getLogger(__name__)
 
-_FLUSH_CHUNKS = 512
-_FLUSH_FILES = 256
+# Small enough that progress and the manifest advance every few seconds of embedding.
+_FLUSH_CHUNKS = 128
+_FLUSH_FILES = 64
 
 
 class Cancelled(Exception):
@@ -442,9 +443,9 @@ class Indexer:
             rows = self._embedder.embed([texts[h] for h in hashes])
             vectors.update(zip(hashes, rows, strict=True))
             progress.chunks_embedded += len(hashes)
+            rec.texts_embedded += len(hashes)
+            rec.chunks_embedded += len(hashes)
         progress.phase = "indexing"
-        rec.texts_embedded += len(todo)
-        rec.chunks_embedded += len(todo)
         rec.chunks_reused += len(entries) - len(todo)
         return vectors
 

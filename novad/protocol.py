@@ -48,6 +48,7 @@ NOT_READY = "not-ready"
 TIMEOUT = "timeout"
 PASS_FAILED = "pass-failed"
 BUSY = "busy"
+SHUTTING_DOWN = "shutting-down"
 INTERNAL = "internal"
 
 _REQUIRED = object()

@@ -13,6 +13,7 @@ Handlers are coroutines ``(request, emit) -> result``; ``emit`` sends a streamed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -77,6 +78,9 @@ class Server:
                 await self._serve(reader, writer)
         except (_Closed, ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Our own shutdown: the connection ends here, quietly.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
@@ -125,7 +129,10 @@ class Server:
             reply = protocol.error_reply(req_id, exc.code, exc.message)
         except NovaError as exc:
             reply = protocol.error_reply(req_id, protocol.INTERNAL, str(exc))
-        except (_Closed, ConnectionError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            await _say_goodbye(writer, req_id)
+            raise
+        except (_Closed, ConnectionError):
             raise
         except Exception as exc:
             log.exception("request %r failed", req_id)
@@ -143,6 +150,14 @@ def _messages(unpacker: msgpack.Unpacker) -> list[object]:
         detail = str(exc) or type(exc).__name__
         found.append(ProtocolError(protocol.BAD_MSGPACK, f"malformed msgpack: {detail}"))
     return found
+
+
+async def _say_goodbye(writer: asyncio.StreamWriter, req_id: int | None) -> None:
+    """Tell a client whose request is cut short by shutdown why, if it is still there."""
+    message = "the daemon is shutting down; the request was not completed"
+    with contextlib.suppress(Exception):
+        writer.write(protocol.pack(protocol.error_reply(req_id, protocol.SHUTTING_DOWN, message)))
+        await asyncio.wait_for(writer.drain(), 1.0)
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
