@@ -136,6 +136,13 @@ class Manifest:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
 
+    def _rows_in(self, sql: str, gen: int, values: Iterable[str]) -> list[tuple]:
+        """Run ``sql`` (one ``IN ({})`` placeholder) over ``values`` in SQLite-sized batches."""
+        rows: list[tuple] = []
+        for batch in _batched(list(values), 500):
+            rows += self._rows(sql.format(",".join("?" * len(batch))), (gen, *batch))
+        return rows
+
     # Generations
 
     def generations(self) -> list[Generation]:
@@ -194,29 +201,18 @@ class Manifest:
     def chunk_ids(self, gen: int, paths: Iterable[str]) -> dict[str, list[str]]:
         """The chunk ids of each given note, in order."""
         result: dict[str, list[str]] = {}
-        for batch in _batched(list(paths), 500):
-            marks = ",".join("?" * len(batch))
-            rows = self._rows(
-                f"SELECT path, id FROM chunks WHERE gen = ? AND path IN ({marks}) "
-                "ORDER BY path, seq",
-                (gen, *batch),
-            )
-            for path, chunk_id in rows:
-                result.setdefault(path, []).append(chunk_id)
+        sql = "SELECT path, id FROM chunks WHERE gen = ? AND path IN ({}) ORDER BY path, seq"
+        for path, chunk_id in self._rows_in(sql, gen, paths):
+            result.setdefault(path, []).append(chunk_id)
         return result
 
     def ids_by_text(self, gen: int, text_hashes: Iterable[str]) -> dict[str, str]:
         """One stored chunk id for each text hash that some chunk of ``gen`` already has."""
-        result: dict[str, str] = {}
-        for batch in _batched(list(text_hashes), 500):
-            marks = ",".join("?" * len(batch))
-            rows = self._rows(
-                f"SELECT text_hash, MIN(id) FROM chunks WHERE gen = ? AND text_hash IN ({marks}) "
-                "GROUP BY text_hash",
-                (gen, *batch),
-            )
-            result.update(dict(rows))
-        return result
+        sql = (
+            "SELECT text_hash, MIN(id) FROM chunks WHERE gen = ? AND text_hash IN ({}) "
+            "GROUP BY text_hash"
+        )
+        return dict(self._rows_in(sql, gen, text_hashes))
 
     def all_chunk_ids(self, gen: int) -> set[str]:
         """Every chunk id recorded under ``gen``."""
@@ -224,15 +220,8 @@ class Manifest:
 
     def paths_of_chunks(self, gen: int, ids: Iterable[str]) -> set[str]:
         """The notes that own any of the given chunk ids."""
-        result: set[str] = set()
-        for batch in _batched(list(ids), 500):
-            marks = ",".join("?" * len(batch))
-            rows = self._rows(
-                f"SELECT DISTINCT path FROM chunks WHERE gen = ? AND id IN ({marks})",
-                (gen, *batch),
-            )
-            result.update(row[0] for row in rows)
-        return result
+        sql = "SELECT DISTINCT path FROM chunks WHERE gen = ? AND id IN ({})"
+        return {row[0] for row in self._rows_in(sql, gen, ids)}
 
     def apply(self, gen: int, updates: Sequence[FileUpdate], deleted: Iterable[str] = ()) -> None:
         """Record new note states and forget deleted notes, in one transaction."""
