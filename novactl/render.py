@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from rich import box
 from rich.console import Console, Group, NewLine, RenderableType
 from rich.markup import escape
 from rich.progress import (
@@ -262,20 +263,31 @@ def _file_reasons(title: str, entries: Sequence[Mapping[str, Any]]) -> Renderabl
 
 
 def passes_table(passes: Sequence[Mapping[str, Any]]) -> RenderableType:
-    """Recent passes, one row each, newest as the daemon ordered them."""
+    """Recent passes, one row each, newest first; narrow enough for 80 columns."""
     if not passes:
         return Text("Recent passes: none yet", style="dim")
     table = Table(
         title="Recent passes",
         title_justify="left",
-        caption="Notes: scanned / changed / deleted / failed. Chunks: embedded / reused / deleted.",
+        caption="At: local start time. Notes: changed / deleted / failed. Ch/s: chunks/s.",
         caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
     )
-    for name in ("#", "Kind", "Trigger", "Started", "Took"):
-        table.add_column(name, no_wrap=name in ("#", "Started"))
-    for name in ("Notes", "Chunks", "Chunks/s", "Peak RSS"):
-        table.add_column(name, justify="right")
-    table.add_column("Outcome")
+    widths = {
+        "#": 3,
+        "Kind": 4,
+        "Trigger": 7,
+        "At": 5,
+        "Took": 8,
+        "Notes": 9,
+        "Embedded": 8,
+        "Ch/s": 5,
+        "Outcome": 11,
+    }
+    for name, width in widths.items():
+        right = name in ("Notes", "Embedded", "Ch/s")
+        table.add_column(name, min_width=width, justify="right" if right else "left")
     for entry in passes:
         table.add_row(*_pass_cells(entry))
     return table
@@ -285,20 +297,21 @@ def _pass_cells(entry: Mapping[str, Any]) -> list[str | Text]:
     """The cells of one row of the recent-passes table."""
     outcome = str(entry.get("outcome", DASH))
     started = entry.get("started_at")
-    files = ("files_scanned", "files_changed", "files_deleted", "files_failed")
-    chunks = ("chunks_embedded", "chunks_reused", "chunks_deleted")
+    files = ("files_changed", "files_deleted", "files_failed")
     return [
         str(entry.get("id", DASH)),
-        Text(str(entry.get("kind", DASH))),
+        Text(_KIND_SHORT.get(str(entry.get("kind")), str(entry.get("kind", DASH)))),
         Text(str(entry.get("trigger", DASH))),
-        DASH if started is None else time.strftime("%m-%d %H:%M", time.localtime(started)),
+        DASH if started is None else time.strftime("%H:%M", time.localtime(started)),
         fmt_duration(entry.get("duration_s")),
-        " / ".join(fmt_count(entry.get(key)) for key in files),
-        " / ".join(fmt_count(entry.get(key)) for key in chunks),
+        "/".join(fmt_count(entry.get(key)) for key in files),
+        fmt_count(entry.get("chunks_embedded")),
         DASH if entry.get("chunks_per_s") is None else f"{entry['chunks_per_s']:.1f}",
-        fmt_bytes(entry.get("peak_rss_bytes")),
         Text(outcome, style=_OUTCOME_STYLES.get(outcome, "")),
     ]
+
+
+_KIND_SHORT = {"incremental": "incr", "full": "full"}
 
 
 def hits_table(hits: Sequence[Mapping[str, Any]]) -> Table:
