@@ -273,17 +273,18 @@ def passes_table(passes: Sequence[Mapping[str, Any]]) -> RenderableType:
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
+        collapse_padding=True,
     )
     widths = {
-        "#": 3,
+        "#": 2,
         "Kind": 4,
         "Trigger": 7,
         "At": 5,
-        "Took": 8,
+        "Took": 6,
         "Notes": 9,
         "Embedded": 8,
         "Ch/s": 5,
-        "Outcome": 11,
+        "Outcome": 9,
     }
     for name, width in widths.items():
         right = name in ("Notes", "Embedded", "Ch/s")
