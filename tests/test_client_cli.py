@@ -153,7 +153,8 @@ class _FakeHandler(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         try:
             self._serve()
-        except HangUp:
+        except (HangUp, ConnectionError):
+            # A client that gives up (Ctrl-C) may close while we still write to it.
             return
 
     def _serve(self) -> None:
