@@ -87,6 +87,14 @@ _HINTS = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """Refuse NaN, which slips through FloatRange's comparisons."""
+    if not math.isfinite(value):
+        raise click.BadParameter("must be a finite number of seconds")
+    return value
 
 
 @dataclass(frozen=True)
@@ -173,7 +181,8 @@ def json_option(command: F) -> F:
 @click.option(
     "--socket",
     "socket_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    # No readability check here: a forbidden socket is reported by the client (exit 3).
+    type=click.Path(dir_okay=False, readable=False, path_type=Path),
     envvar="NOVA_SOCKET",
     default=default_socket_path,
     show_default="$NOVA_SOCKET, else novad.sock in the runtime dir",
@@ -182,7 +191,8 @@ def json_option(command: F) -> F:
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=MAX_SECONDS, min_open=True),
+    callback=_finite,
     default=DEFAULT_TIMEOUT_S,
     show_default=True,
     help="Seconds to wait for the daemon to accept the connection and to answer.",
@@ -344,7 +354,8 @@ def _hits_of(session: Session, result: dict[str, Any]) -> list[dict[str, Any]]:
 @click.option(
     "--timeout",
     "wait_s",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, max=MAX_SECONDS, min_open=True),
+    callback=_finite,
     default=DEFAULT_WAIT_S,
     show_default=True,
     help="Give up after this many seconds.",

@@ -98,12 +98,20 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     config_file = given.get("config_file") or env.get("NOVA_CONFIG")
     path = Path(config_file) if config_file else default_config_file(env)
     values: dict[str, Any] = {}
-    if config_file or path.exists():
+    if config_file or _readable_file(path):
         values.update(_read_toml(path))
         values["config_file"] = path
     values.update(_from_env(env))
     values.update(given)
     return _build(values)
+
+
+def _readable_file(path: Path) -> bool:
+    """Whether an optional default config file is there to read (unreadable means absent)."""
+    try:
+        return path.is_file() and os.access(path, os.R_OK)
+    except OSError:
+        return False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -165,6 +173,12 @@ def _build(values: dict[str, Any]) -> Config:
 
 
 def _check(config: Config) -> None:
+    if config.source.exists() and not config.source.is_dir():
+        raise ConfigError(f"source {config.source} is a file, not a folder of notes")
+    if config.state_dir.exists() and not config.state_dir.is_dir():
+        raise ConfigError(f"state_dir {config.state_dir} is a file, not a folder")
+    if not 1 <= config.embed_threads <= 256:
+        raise ConfigError(f"embed_threads must be between 1 and 256, got {config.embed_threads}")
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level {config.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
     for name in (

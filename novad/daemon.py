@@ -59,6 +59,7 @@ class Job:
     trigger: str
     start_seq: int
     paths: set[Path] | None = None
+    recheck: set[Path] = field(default_factory=set)
     record: PassRecord = field(init=False)
     progress: Progress = field(init=False)
 
@@ -174,8 +175,10 @@ class Daemon:
         await self._stop.wait()
         log.info("shutting down")
         self.state = "stopping"
-        await server.close()
+        # Stop accepting, let the pass reach a safe point and answer its waiters, then close.
+        server.stop_accepting()
         await self._drain(passes)
+        await server.close()
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)
 
@@ -345,8 +348,9 @@ class Daemon:
         if self._rescan_wanted is not None:
             _, trigger = self._rescan_wanted
             self._rescan_wanted = None
-            self._pending.clear()
-            return Job("incremental", trigger, self._seq)
+            # Paths the watcher named are hashed even if their size and mtime look unchanged.
+            recheck, self._pending = self._pending, set()
+            return Job("incremental", trigger, self._seq, recheck=recheck)
         if self._pending:
             paths, self._pending = self._pending, set()
             return Job("incremental", "watch", self._seq, paths)
@@ -364,7 +368,7 @@ class Daemon:
             rec.outcome = "cancelled"
         except SourceMissing as exc:
             log.warning("%s", exc)
-            rec.outcome, rec.error = "failed", str(exc)
+            rec.outcome, rec.error = "skipped", str(exc)
         except Exception as exc:
             log.exception("%s pass failed", job.kind)
             rec.outcome, rec.error = "failed", str(exc)
@@ -381,7 +385,14 @@ class Daemon:
         if job.kind == "full":
             self.gen, retry = self.indexer.full(job.record, job.progress)
             return retry
-        return self.indexer.incremental(self.gen, job.paths, job.record, job.progress)
+        return self.indexer.incremental(
+            self.gen,
+            job.paths,
+            job.record,
+            job.progress,
+            recheck=job.recheck,
+            verify=job.trigger == "request",
+        )
 
     def _finish(self, rec: PassRecord) -> None:
         assert self.metrics is not None

@@ -46,9 +46,10 @@ from novad.store import ChunkEntry, Store, chromadb_version
 
 log = logging.getLogger(__name__)
 
-# Small enough that progress and the manifest advance every few seconds of embedding.
-_FLUSH_CHUNKS = 128
-_FLUSH_FILES = 64
+# Small enough that progress and the manifest advance every few seconds of embedding,
+# and that a kill loses at most this much work.
+_FLUSH_CHUNKS = 32
+_FLUSH_FILES = 32
 
 
 class Cancelled(Exception):
@@ -221,24 +222,55 @@ class Indexer:
     # Passes
 
     def incremental(
-        self, gen: Generation, changed: Iterable[Path] | None, rec: PassRecord, progress: Progress
+        self,
+        gen: Generation,
+        changed: Iterable[Path] | None,
+        rec: PassRecord,
+        progress: Progress,
+        *,
+        recheck: Iterable[Path] = (),
+        verify: bool = False,
     ) -> set[str]:
         """Bring ``gen`` in step for the changed paths (None: the whole tree).
 
+        Size and mtime are trusted to mean "unchanged", except for paths a watcher event
+        named (``changed``, ``recheck``), which are hashed, and everywhere when ``verify``.
         Returns the notes that changed while being read, to be tried again shortly.
         """
+        self._check_source()
         known = self._manifest.files(gen.gen)
         source, extensions = self._config.source, self._config.extensions
+        suspects = expand_changes(source, recheck, known, extensions)
         if changed is None:
-            candidates = sorted(set(walk_notes(source, extensions)) | set(known))
+            on_disk = set(walk_notes(source, extensions))
+            candidates = sorted(on_disk | set(known))
         else:
             candidates = sorted(expand_changes(source, changed, known, extensions))
-        # A watcher event is evidence of change even when size and mtime look the same.
-        trust_stat = changed is None
-        gone = self._index(gen, candidates, known, rec, progress, reuse=True, trust_stat=trust_stat)
+            suspects.update(candidates)
+        untrusted = set(candidates) if verify else suspects
+        gone = self._index(gen, candidates, known, rec, progress, reuse=True, untrusted=untrusted)
         retry = gone.pop(_RETRY, set())
+        if changed is None and known and not on_disk:
+            raise SourceMissing(
+                f"source folder {source} holds no notes any more but the index has "
+                f"{len(known)}; treating it as unmounted and keeping the index. If every note "
+                "really was deleted, run: novactl rebuild --full"
+            )
         self._delete(gen, sorted(gone[_GONE]), rec)
         return retry
+
+    def _check_source(self) -> None:
+        source = self._config.source
+        if not os.path.isdir(source):
+            raise SourceMissing(
+                f"source folder {source} is missing; the index is kept as it is and brought "
+                "up to date when the folder is back"
+            )
+        if not os.access(source, os.R_OK | os.X_OK):
+            raise SourceMissing(
+                f"source folder {source} cannot be read by this user; the index is kept as it "
+                "is. Fix the folder's permissions"
+            )
 
     def full(self, rec: PassRecord, progress: Progress) -> tuple[Generation, set[str]]:
         """Build a new generation from every note; switch to it only when complete."""
@@ -247,8 +279,9 @@ class Indexer:
         )
         self._store.create(new.collection, new.model, new.dimension)
         try:
+            self._check_source()
             candidates = list(walk_notes(self._config.source, self._config.extensions))
-            outcome = self._index(new, candidates, {}, rec, progress, reuse=False, trust_stat=True)
+            outcome = self._index(new, candidates, {}, rec, progress, reuse=False, untrusted=set())
         except BaseException:
             self._abandon(new)
             raise
@@ -279,7 +312,7 @@ class Indexer:
         progress: Progress,
         *,
         reuse: bool,
-        trust_stat: bool,
+        untrusted: set[str],
     ) -> dict[str, set[str]]:
         progress.total = len(candidates)
         progress.phase = "indexing"
@@ -290,7 +323,7 @@ class Indexer:
         for rel in candidates:
             if self.cancel.is_set():
                 raise Cancelled()
-            result = self._examine(gen, rel, known.get(rel), trust_stat)
+            result = self._examine(gen, rel, known.get(rel), rel not in untrusted)
             if isinstance(result, _Prepared):
                 rec.files_changed += 1
                 rec.files_failed += result.update.record.status == "skipped"
@@ -452,12 +485,8 @@ class Indexer:
     def _delete(self, gen: Generation, paths: list[str], rec: PassRecord) -> None:
         if not paths:
             return
-        if not self._config.source.is_dir():
-            # An unmounted share or a folder being replaced is not the user deleting notes.
-            raise SourceMissing(
-                f"source folder {self._config.source} is missing; the index is kept as it is "
-                "and brought up to date when the folder is back"
-            )
+        # An unmounted share or a folder being replaced is not the user deleting notes.
+        self._check_source()
         progress_ids = self._manifest.chunk_ids(gen.gen, paths)
         ids = [i for chunk_ids in progress_ids.values() for i in chunk_ids]
         self._manifest.apply(gen.gen, [], deleted=paths)

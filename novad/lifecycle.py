@@ -67,7 +67,10 @@ class PathLock:
 
 def prepare_dir(path: Path, mode: int) -> None:
     """Create a directory (and parents) if missing; refuse one we cannot write to."""
-    path.mkdir(parents=True, exist_ok=True, mode=mode)
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+    except OSError as exc:
+        raise InstanceError(f"cannot create directory {path}: {exc.strerror}") from exc
     if not os.access(path, os.W_OK | os.X_OK):
         raise InstanceError(f"directory {path} is not writable by this user; fix its permissions")
 

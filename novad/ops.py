@@ -141,6 +141,9 @@ class Ops:
             raise ProtocolError(protocol.BAD_ARGS, "timeout_s must be a positive number")
         loop = asyncio.get_running_loop()
         started = loop.time()
+        # A change made just before the request may still sit in the watcher's debounce;
+        # let it arrive, so the pass below hashes it even if its size and mtime look old.
+        await asyncio.sleep(self._daemon.config.debounce_ms / 1000 + 0.05)
         ticket = self._daemon.ticket(full=False, trigger="wait")
         try:
             await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)

@@ -87,7 +87,8 @@ def expand_changes(
         rel = _relative(source, path)
         if rel is None:
             continue
-        if rel == "" or (source / rel).is_dir():
+        # os.path.isdir, unlike Path.is_dir on 3.11, says False for a folder it may not enter.
+        if rel == "" or os.path.isdir(source / rel):
             result.update(walk_notes(source, extensions, rel))
         note = relative_note_path(source, path, extensions)
         if note is not None:

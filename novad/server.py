@@ -31,6 +31,9 @@ Handler = Callable[[protocol.Request, Emit], Awaitable[dict[str, Any]]]
 _READ_SIZE = 64 * 1024
 # A connection that sends nothing for this long gives its slot back.
 _IDLE_TIMEOUT_S = 60.0
+# A request must arrive whole within this long of its first byte (no slow drip-feeding).
+_REQUEST_DEADLINE_S = 10.0
+_SLOW_REQUEST = f"a request must arrive whole within {_REQUEST_DEADLINE_S:.0f} s of its first byte"
 
 
 class _Closed(Exception):
@@ -55,10 +58,15 @@ class Server:
         """Serve on an already bound and listening socket."""
         self._server = await asyncio.start_unix_server(self._accept, sock=sock)
 
-    async def close(self) -> None:
-        """Stop accepting, then end open connections (their handlers are cancelled)."""
+    def stop_accepting(self) -> None:
+        """Refuse new connections; open ones carry on until ``close``."""
         if self._server is not None:
             self._server.close()
+
+    async def close(self) -> None:
+        """Stop accepting, then end open connections (their handlers are cancelled)."""
+        self.stop_accepting()
+        await asyncio.sleep(0.2)  # let replies that were just made ready be written
         for task in list(self._connections):
             task.cancel()
         if self._connections:
@@ -87,10 +95,15 @@ class Server:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         unpacker = protocol.make_unpacker(self._max_request_bytes)
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None  # set while a request is only partly received
         while True:
+            wait_s = _IDLE_TIMEOUT_S if deadline is None else deadline - loop.time()
             try:
-                data = await asyncio.wait_for(reader.read(_READ_SIZE), _IDLE_TIMEOUT_S)
+                data = await asyncio.wait_for(reader.read(_READ_SIZE), max(wait_s, 0.0))
             except TimeoutError:
+                if deadline is not None:
+                    await self._refuse(writer, protocol.TIMEOUT, _SLOW_REQUEST)
                 return
             if not data:
                 return
@@ -102,7 +115,12 @@ class Server:
                     protocol.TOO_LARGE,
                     f"request over max_request_bytes={self._max_request_bytes}",
                 )
-            for message in _messages(unpacker):
+            messages = _messages(unpacker)
+            if messages:
+                deadline = None
+            elif deadline is None:
+                deadline = loop.time() + _REQUEST_DEADLINE_S
+            for message in messages:
                 if isinstance(message, ProtocolError):
                     await self._refuse(writer, message.code, message.message)
                 await self._dispatch(message, writer)

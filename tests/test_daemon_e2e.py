@@ -235,3 +235,23 @@ def test_an_edit_that_keeps_size_and_mtime_is_still_indexed(nova: Nova, notes_di
     os.utime(note, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert note.stat().st_size == before.st_size
     poll_search(daemon, "kitchen scraps with brown oak twigs", "garden/compost.md", "oak twigs")
+
+
+def test_an_emptied_mount_point_keeps_the_index(nova: Nova, notes_dir: Path) -> None:
+    """TRAPS C14: an unmounted share leaves an empty folder; that is not every note deleted."""
+    daemon = nova(notes_dir)
+    before = daemon.wait_idle()
+    embedded = daemon.call("stats")["embedder"]["texts_embedded"]
+    parked = notes_dir.with_name("parked")
+    notes_dir.rename(parked)
+    notes_dir.mkdir()
+    result = daemon.call("rebuild", read_timeout_s=120)
+    assert result["outcome"] == "skipped" and "unmounted" in result["error"]
+    assert daemon.call("status")["chunks"] == before["chunks"]
+    assert daemon.search("how do I undo a commit")[0]["path"] == "git/undo.md"
+
+    notes_dir.rmdir()
+    parked.rename(notes_dir)
+    daemon.call("rebuild", read_timeout_s=120)
+    assert daemon.wait_idle()["chunks"] == before["chunks"]
+    assert daemon.call("stats")["embedder"]["texts_embedded"] == embedded
