@@ -102,3 +102,24 @@ def test_hostile_clients_do_not_grow_memory_or_delay_status(shared_daemon: NovaP
             slowest = max(slowest, time.monotonic() - started)
     assert proc.memory_info().rss - rss_before < 64 << 20
     assert slowest < 2.0
+
+
+def test_a_request_dripped_byte_by_byte_is_cut_off(shared_daemon: NovaProcess) -> None:
+    import time
+
+    request = b"\xdb\x00\x10\x00\x00"  # a 1 MiB string header, then a drip
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(30)
+        raw.connect(str(shared_daemon.socket))
+        started = time.monotonic()
+        raw.sendall(request)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(20):
+                raw.sendall(b"x")
+                time.sleep(1)
+                if time.monotonic() - started > 12:
+                    break
+        reply = raw.recv(65536)
+    assert msgpack.unpackb(reply, raw=False)["error"]["code"] == "timeout"
+    assert time.monotonic() - started < 15
+    assert shared_daemon.call("ping")["version"]
