@@ -90,7 +90,7 @@ class _Sampler(threading.Thread):
         self.join()
 
     def pct(self, q: int) -> float:
-        return statistics.quantiles(self.latencies_ms, n=100)[q - 1] if q < 100 else 0.0
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
 
 
 def _parse() -> argparse.Namespace:
