@@ -61,8 +61,7 @@ class NovaProcess:
             str(self.socket),
             "--debounce-ms",
             "200",
-            "--log-level",
-            "debug",
+            *self.flags,
             *self.extra,
         ]
         with open(self.log_path, "ab") as log:
