@@ -20,17 +20,6 @@ from novad.config import LOG_LEVELS, Config, load_config
 from novad.errors import ConfigError, NovaError
 from novad.lifecycle import EXIT_CONFIG, EXIT_NOT_READY
 
-_QUIET_LIBRARIES = (
-    "chromadb",
-    "httpx",
-    "sentence_transformers",
-    "transformers",
-    "urllib3",
-    "watchfiles",
-    "posthog",
-    "huggingface_hub",
-)
-
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--source", type=click.Path(path_type=Path), help="Folder of notes to index.")
@@ -85,10 +74,11 @@ def setup_logging(level: str) -> None:
         fmt = "%(levelname)s %(name)s: %(message)s"
     else:
         fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr)
-    # Libraries stay at WARNING even in debug mode: their per-token detail drowns Nova's.
-    for name in _QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    chosen = logging.getLevelName(level.upper())
+    # Libraries (markdown-it, chromadb, transformers...) stay at WARNING even in debug mode:
+    # their per-token detail drowns Nova's. The level applies to Nova's own loggers.
+    logging.basicConfig(level=max(chosen, logging.WARNING), format=fmt, stream=sys.stderr)
+    logging.getLogger("novad").setLevel(chosen)
     # Progress bars of the model loader would garble the log.
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
