@@ -245,14 +245,26 @@ def stats(session: Session, as_json: bool) -> None:
 @main.command()
 @click.option("--full", is_flag=True, help="Re-embed every note into a new generation.")
 @click.option("--force", is_flag=True, help="Do not ask before a --full rebuild.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print what the pass would do and how long, without doing it."
+)
 @json_option
 @click.pass_obj
-def rebuild(session: Session, full: bool, force: bool, as_json: bool) -> None:
+def rebuild(session: Session, full: bool, force: bool, dry_run: bool, as_json: bool) -> None:
     """Run an indexing pass now and follow its progress.
 
     Without --full the pass indexes only what changed. With --full every note is embedded
     again into a new generation; searches keep using the current one until it is done.
+    If a pass is already running, the answer says whether this request joined it or waits
+    for it.
     """
+    if dry_run:
+        plan = _call(session, "rebuild", {"full": full, "dry_run": True})
+        if as_json:
+            _print_json(plan)
+        else:
+            session.out.print(render.plan_view(plan))
+        return
     if full and not force:
         _confirm_full(session)
     args = {"full": full}
@@ -290,8 +302,10 @@ def _print_rebuild_summary(session: Session, result: dict[str, Any]) -> None:
         session.out.print("Rebuild queued behind the running pass; see `novactl status`.")
         return
     session.out.print(render.pass_summary(result), soft_wrap=True)
-    if result.get("queued"):
+    if result.get("admission") == "queued":
         session.out.print("(it waited for the pass that was already running)", style="dim")
+    elif result.get("admission") == "joined":
+        session.out.print("(it joined the full rebuild that was already running)", style="dim")
 
 
 def _check_outcome(session: Session, result: dict[str, Any]) -> None:

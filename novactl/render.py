@@ -115,6 +115,44 @@ def pass_summary(summary: Mapping[str, Any]) -> Text:
     return text
 
 
+_PLAN_ROWS = [
+    ("add", "notes to add"),
+    ("change", "notes changed"),
+    ("rename", "notes renamed or moved"),
+    ("delete", "notes deleted"),
+    ("skip", "notes to skip"),
+    ("unchanged", "notes unchanged"),
+]
+
+
+def plan_view(plan: Mapping[str, Any]) -> Group:
+    """What a pass would do (a PLAN map): notes and chunks by fate, and the time it takes."""
+    kind = str(plan.get("kind", DASH))
+    table = Table(title=f"Dry run of a {kind} pass (nothing was changed)", title_justify="left")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    table.add_column("for example", overflow="fold")
+    files = plan.get("files") or {}
+    examples = plan.get("examples") or {}
+    for key, label in _PLAN_ROWS:
+        shown = ", ".join(str(e) for e in examples.get(key, [])[:3])
+        table.add_row(label, fmt_count(files.get(key)), shown)
+    chunks = plan.get("chunks") or {}
+    table.add_row("chunks to embed", fmt_count(chunks.get("embed")), "")
+    table.add_row("chunks reusing a stored vector", fmt_count(chunks.get("reuse")), "")
+    table.add_row("chunks kept as they are", fmt_count(chunks.get("keep")), "")
+    table.add_row("chunks to delete", fmt_count(chunks.get("delete")), "")
+    estimate = plan.get("estimate_s")
+    if estimate is None:
+        line = "Time: no measured throughput yet (no pass has embedded anything)."
+    else:
+        line = (
+            f"Estimated time: {fmt_duration(estimate)} at "
+            f"{fmt_rate(plan.get('chunks_per_s'), 'chunks')} (median of past passes)."
+        )
+    return Group(table, Text(line))
+
+
 def progress_summary(progress: Mapping[str, Any]) -> Text:
     """One line describing a pass that is still running (a PROGRESS map)."""
     return Text(
@@ -385,6 +423,14 @@ class PassProgress:
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Move the bar to where the daemon's latest progress event says the pass is."""
+        if "admission" in event:
+            # Whether this request started a pass, joined a running one, or waits its turn.
+            self._progress.console.print(
+                f"Rebuild {event.get('admission')}: {event.get('reason', '')}",
+                style="dim",
+                markup=False,
+            )
+            return
         progress = event.get("pass")
         if not isinstance(progress, dict):
             return

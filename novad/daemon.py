@@ -48,7 +48,8 @@ class Ticket:
     seq: int
     full: bool
     future: asyncio.Future[dict[str, Any]]
-    queued: bool = False
+    admission: str = "started"
+    reason: str = "no pass was running; this request starts one"
 
 
 @dataclass
@@ -287,8 +288,9 @@ class Daemon:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         job = self.job
         if full and job is not None and job.kind == "full":
-            return self._add_ticket(Ticket(job.start_seq, True, future))
-        busy = job is not None
+            ago = time.monotonic() - job.progress.started
+            reason = f"joined the full rebuild already running (started {ago:.0f} s ago)"
+            return self._add_ticket(Ticket(job.start_seq, True, future, "joined", reason))
         if full:
             seq = self._next_seq()
             if self._full_wanted is None:
@@ -296,7 +298,14 @@ class Daemon:
             self._work.set()
         else:
             seq = self.request_rescan(trigger)
-        return self._add_ticket(Ticket(seq, full, future, queued=busy))
+        ticket = Ticket(seq, full, future)
+        if job is not None:
+            ticket.admission = "queued"
+            ticket.reason = (
+                f"queued behind the running {job.kind} pass ({job.trigger}); "
+                "it starts when that one ends"
+            )
+        return self._add_ticket(ticket)
 
     def _add_ticket(self, ticket: Ticket) -> Ticket:
         self._tickets.append(ticket)
@@ -441,7 +450,7 @@ class Daemon:
         for ticket in self._tickets:
             covered = ticket.seq <= job.start_seq and (job.kind == "full" or not ticket.full)
             if covered and not ticket.future.done():
-                ticket.future.set_result({**summary, "queued": ticket.queued})
+                ticket.future.set_result({**summary, "admission": ticket.admission})
             elif not ticket.future.done():
                 waiting.append(ticket)
         self._tickets = waiting

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 # and that a kill loses at most this much work.
 _FLUSH_CHUNKS = 32
 _FLUSH_FILES = 32
+_PLAN_EXAMPLES = 10
 
 
 class Cancelled(Exception):
@@ -219,6 +220,103 @@ class Indexer:
             )
             self._manifest.forget_files(gen.gen, paths)
 
+    # Plans
+
+    def plan(self, gen: Generation, *, full: bool, chunks_per_s: float | None) -> dict[str, Any]:
+        """What a pass would do now, without writing anything (``rebuild --dry-run``).
+
+        Reads only what the pass itself would read: notes whose size or mtime changed (every
+        note for a full pass). Renames are new notes whose bytes equal a vanished note's.
+        """
+        self._check_source()
+        source = self._config.source
+        on_disk = sorted(walk_notes(source, self._config.extensions))
+        known = {} if full else self._manifest.files(gen.gen)
+        files: dict[str, list[str]] = {k: [] for k in ("add", "change", "rename", "delete", "skip")}
+        rows: dict[str, list[ChunkRow]] = {}
+        added: dict[str, str] = {}
+        unchanged = 0
+        for rel in on_disk:
+            record = known.get(rel)
+            verdict = self._plan_note(rel, record, rows)
+            if verdict is None:
+                unchanged += 1
+            elif verdict == "skip":
+                files["skip"].append(rel)
+            elif record is None:
+                added[rel] = verdict
+            else:
+                files["change"].append(rel)
+        deleted = sorted(set(known) - set(on_disk))
+        vanished = {known[r].content_hash: r for r in deleted if known[r].content_hash}
+        moved_away = set()
+        for rel, digest in added.items():
+            old = vanished.pop(digest, None)
+            files["rename" if old else "add"].append(f"{old} -> {rel}" if old else rel)
+            if old:
+                moved_away.add(old)
+        files["delete"] = [rel for rel in deleted if rel not in moved_away]
+        chunks = self._plan_chunks(gen, rows, deleted, full)
+        estimate = chunks["embed"] / chunks_per_s if chunks_per_s else None
+        return {
+            "kind": "full" if full else "incremental",
+            "generation": gen.gen,
+            "files": {k: len(v) for k, v in files.items()} | {"unchanged": unchanged},
+            "examples": {k: v[:_PLAN_EXAMPLES] for k, v in files.items() if v},
+            "chunks": chunks,
+            "chunks_per_s": chunks_per_s,
+            "estimate_s": round(estimate, 1) if estimate is not None else None,
+        }
+
+    def _plan_note(
+        self, rel: str, record: FileRecord | None, rows: dict[str, list[ChunkRow]]
+    ) -> str | None:
+        """None if the pass would leave ``rel`` alone, "skip", or its content hash."""
+        path = self._config.source / rel
+        try:
+            st = os.lstat(path)
+            if record and _same_stat(record, st) and not _unread(record):
+                return None
+            if st.st_size > self._config.max_file_bytes:
+                return "skip"
+            data = path.read_bytes()
+        except OSError:
+            return "skip"
+        digest = hashlib.blake2b(data, digest_size=16).hexdigest()
+        if record and record.content_hash == digest:
+            return None
+        try:
+            rows[rel] = list(self._prepare(rel, st, digest, data, quiet=True).update.chunks)
+        except NoteError:
+            return "skip"
+        return digest
+
+    def _plan_chunks(
+        self, gen: Generation, rows: dict[str, list[ChunkRow]], deleted: list[str], full: bool
+    ) -> dict[str, int]:
+        old = {} if full else self._manifest.chunk_ids(gen.gen, [*rows, *deleted])
+        old_ids = {i for ids in old.values() for i in ids}
+        fresh = [row for note in rows.values() for row in note if row.id not in old_ids]
+        have = (
+            set()
+            if full
+            else set(self._manifest.ids_by_text(gen.gen, {r.text_hash for r in fresh}))
+        )
+        embed: set[str] = set()
+        reuse = 0
+        for row in fresh:
+            if row.text_hash in have or row.text_hash in embed:
+                reuse += 1
+            else:
+                embed.add(row.text_hash)
+        new_ids = {row.id for note in rows.values() for row in note}
+        return {
+            "embed": len(embed),
+            "reuse": reuse,
+            "keep": sum(len(note) for note in rows.values()) - len(fresh),
+            "delete": len(old_ids - new_ids),
+        }
+
     # Passes
 
     def incremental(
@@ -248,7 +346,7 @@ class Indexer:
             candidates = sorted(expand_changes(source, changed, known, extensions))
             suspects.update(candidates)
         untrusted = set(candidates) if verify else suspects
-        gone = self._index(gen, candidates, known, rec, progress, reuse=True, untrusted=untrusted)
+        gone = self._index(gen, candidates, known, rec, progress, untrusted=untrusted)
         retry = gone.pop(_RETRY, set())
         if changed is None and known and not on_disk:
             raise SourceMissing(
@@ -281,7 +379,7 @@ class Indexer:
         try:
             self._check_source()
             candidates = list(walk_notes(self._config.source, self._config.extensions))
-            outcome = self._index(new, candidates, {}, rec, progress, reuse=False, untrusted=set())
+            outcome = self._index(new, candidates, {}, rec, progress, untrusted=set())
         except BaseException:
             self._abandon(new)
             raise
@@ -311,7 +409,6 @@ class Indexer:
         rec: PassRecord,
         progress: Progress,
         *,
-        reuse: bool,
         untrusted: set[str],
     ) -> dict[str, set[str]]:
         progress.total = len(candidates)
@@ -323,23 +420,28 @@ class Indexer:
         for rel in candidates:
             if self.cancel.is_set():
                 raise Cancelled()
-            result = self._examine(gen, rel, known.get(rel), rel not in untrusted)
+            result = self._examine(gen, rel, known.get(rel), rel not in untrusted, rec)
             if isinstance(result, _Prepared):
                 rec.files_changed += 1
                 rec.files_failed += result.update.record.status == "skipped"
                 batch.add(result)
                 if batch.full():
-                    self._flush(gen, batch, rec, progress, reuse)
+                    self._flush(gen, batch, rec, progress)
                     batch = _Batch()
                 continue
             if result in outcome:
                 outcome[result].add(rel)
             progress.done += 1
-        self._flush(gen, batch, rec, progress, reuse)
+        self._flush(gen, batch, rec, progress)
         return outcome
 
     def _examine(
-        self, gen: Generation, rel: str, record: FileRecord | None, trust_stat: bool
+        self,
+        gen: Generation,
+        rel: str,
+        record: FileRecord | None,
+        trust_stat: bool,
+        rec: PassRecord,
     ) -> _Prepared | str:
         path = self._config.source / rel
         try:
@@ -358,13 +460,20 @@ class Indexer:
                 " raise the setting to index it"
             )
             return self._skipped(rel, st.st_size, st.st_mtime_ns, "", reason, record)
-        return self._read(gen, rel, path, st, record)
+        return self._read(gen, rel, path, st, record, rec)
 
     def _read(
-        self, gen: Generation, rel: str, path: Path, st: os.stat_result, record: FileRecord | None
+        self,
+        gen: Generation,
+        rel: str,
+        path: Path,
+        st: os.stat_result,
+        record: FileRecord | None,
+        rec: PassRecord,
     ) -> _Prepared | str:
         try:
             data = path.read_bytes()
+            rec.files_read += 1
             after = os.lstat(path)
         except FileNotFoundError:
             return _GONE if record else _UNCHANGED
@@ -383,12 +492,14 @@ class Indexer:
         except NoteError as exc:
             return self._skipped(rel, st.st_size, st.st_mtime_ns, digest, exc.reason, record)
 
-    def _prepare(self, rel: str, st: os.stat_result, digest: str, data: bytes) -> _Prepared:
+    def _prepare(
+        self, rel: str, st: os.stat_result, digest: str, data: bytes, *, quiet: bool = False
+    ) -> _Prepared:
         decoded = decode_note(data)
         note = parse_note(decoded.text, rel)
         chunks = chunk_note(note, self._counter, target_tokens=self._config.chunk_target_tokens)
         warnings = [w for w in (decoded.warning, *note.warnings) if w]
-        for warning in warnings:
+        for warning in warnings if not quiet else ():
             log.warning("%s: %s", rel, warning)
         tags = ",".join(note.tags)
         rows = _chunk_rows(rel, chunks, tags)
@@ -418,15 +529,13 @@ class Indexer:
         log.warning("skipped %s: %s", rel, reason)
         return _Prepared(FileUpdate(new, []), [], {})
 
-    def _flush(
-        self, gen: Generation, batch: _Batch, rec: PassRecord, progress: Progress, reuse: bool
-    ) -> None:
+    def _flush(self, gen: Generation, batch: _Batch, rec: PassRecord, progress: Progress) -> None:
         if not batch.notes:
             return
         paths = [n.update.record.path for n in batch.notes]
         old_ids = {i for ids in self._manifest.chunk_ids(gen.gen, paths).values() for i in ids}
         entries = self._new_entries(batch, old_ids)
-        vectors = self._vectors(gen, entries, rec, progress, reuse)
+        vectors = self._vectors(gen, entries, rec, progress)
         chunk_entries = [
             ChunkEntry(row.id, vectors[row.text_hash], chunk.text, meta)
             for row, chunk, meta in entries
@@ -458,11 +567,12 @@ class Indexer:
         entries: list[tuple[ChunkRow, Chunk, dict[str, Any]]],
         rec: PassRecord,
         progress: Progress,
-        reuse: bool,
     ) -> dict[str, np.ndarray]:
+        # A text some chunk of this generation already has (a moved note, a repeated
+        # paragraph, an earlier batch of this pass) reuses that vector: one embedding per text.
         texts = {row.text_hash: chunk.embed_text for row, chunk, _ in entries}
         vectors: dict[str, np.ndarray] = {}
-        if reuse and texts:
+        if texts:
             by_text = self._manifest.ids_by_text(gen.gen, texts)
             stored = self._store.vectors(gen.collection, list(by_text.values()))
             vectors = {h: stored[i] for h, i in by_text.items() if i in stored}

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS passes (
     files_changed INTEGER NOT NULL,
     files_deleted INTEGER NOT NULL,
     files_failed INTEGER NOT NULL,
+    files_read INTEGER NOT NULL DEFAULT 0,
     chunks_embedded INTEGER NOT NULL,
     chunks_deleted INTEGER NOT NULL,
     chunks_reused INTEGER NOT NULL,
@@ -50,6 +51,7 @@ class PassRecord:
     files_changed: int = 0
     files_deleted: int = 0
     files_failed: int = 0
+    files_read: int = 0
     chunks_embedded: int = 0
     chunks_deleted: int = 0
     chunks_reused: int = 0
@@ -78,6 +80,13 @@ class Metrics:
         self._keep = keep_passes
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a metrics file written by an older novad lacks."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(passes)")}
+        if "files_read" not in have:
+            self._db.execute("ALTER TABLE passes ADD COLUMN files_read INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         """Close the connection."""

@@ -19,6 +19,7 @@ import psutil
 
 from novad import __version__, protocol
 from novad.errors import ProtocolError, StoreError
+from novad.indexer import SourceMissing
 from novad.protocol import MAX_K, MAX_QUERY_CHARS, Request, check_args, get_arg
 from novad.server import Emit, Server
 
@@ -122,16 +123,33 @@ class Ops:
         }
 
     async def rebuild(self, req: Request, emit: Emit) -> dict[str, Any]:
-        """Run (or join) a pass over the whole tree, streaming its progress."""
-        check_args(req, {"full"})
+        """Run, join or queue a pass over the whole tree, streaming its progress.
+
+        With ``dry_run`` nothing is written: the reply is the plan of such a pass.
+        """
+        check_args(req, {"full", "dry_run"})
         full = get_arg(req, "full", bool, False)
+        if get_arg(req, "dry_run", bool, False):
+            self._require_ready()
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._daemon.readers, self._plan, full)
         ticket = self._daemon.ticket(full=full, trigger="request")
+        await emit({"admission": ticket.admission, "reason": ticket.reason})
         while not ticket.future.done():
             job = self._daemon.job
             if job is not None:
                 await emit({"pass": job.progress.snapshot()})
             await asyncio.wait({ticket.future}, timeout=_PROGRESS_EVERY_S)
         return ticket.future.result()
+
+    def _plan(self, full: bool) -> dict[str, Any]:
+        d = self._daemon
+        assert d.indexer is not None and d.metrics is not None and d.gen is not None
+        rate = d.metrics.summary()["median_chunks_per_s"]
+        try:
+            return d.indexer.plan(d.gen, full=full, chunks_per_s=rate)
+        except SourceMissing as exc:
+            raise ProtocolError(protocol.NOT_READY, str(exc)) from None
 
     async def wait(self, req: Request, emit: Emit) -> dict[str, Any]:
         """Return once every change made before the request is searchable."""

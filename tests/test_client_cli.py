@@ -180,7 +180,7 @@ def _rebuild_ok(req: Request) -> list[dict[str, Any]]:
         for done in (1, 2, 3)
     ]
     stray = protocol.event(req.id + 100, {"pass": PROGRESS})
-    return [*events, stray, protocol.ok_reply(req.id, {**PASS, "queued": False})]
+    return [*events, stray, protocol.ok_reply(req.id, {**PASS, "admission": "started"})]
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ def test_each_command_renders_its_result(
         (["status"], {"state", "source", "source_present", "files", "chunks", "pass"}),
         (["stats"], {"store", "passes", "embedder", "resources", "skipped_files"}),
         (["wait"], {"waited_s"}),
-        (["rebuild"], {"id", "outcome", "files_scanned", "chunks_embedded", "queued"}),
+        (["rebuild"], {"id", "outcome", "files_scanned", "chunks_embedded", "admission"}),
     ],
 )
 def test_json_prints_the_raw_result_only(
@@ -296,7 +296,7 @@ def test_rebuild_json_prints_only_the_summary(daemon: FakeDaemon) -> None:
 
 
 def test_failed_pass_exits_1_with_its_error(daemon: FakeDaemon) -> None:
-    failed = {**PASS, "outcome": "failed", "error": "disk full", "queued": False}
+    failed = {**PASS, "outcome": "failed", "error": "disk full", "admission": "started"}
     daemon.answers["rebuild"] = lambda req: [protocol.ok_reply(req.id, failed)]
 
     result = run(daemon.path, "rebuild")
