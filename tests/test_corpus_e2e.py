@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from novad.scanner import is_note_name, is_skipped_dir
 from tests.corpus import require_corpus
-from tests.harness import NovaProcess, read_store, short_tmpdir
+from tests.harness import NovaProcess, eligible_notes, read_store, short_tmpdir
 
 pytestmark = pytest.mark.corpus
 # Whichever vault test runs first pays for indexing ~10,000 chunks (10 to 20 min here).
@@ -32,18 +31,6 @@ def manifest_statuses(state_dir: Path) -> dict[str, tuple[str, str | None]]:
     ).fetchall()
     db.close()
     return {path: (status, reason) for path, status, reason in rows}
-
-
-def eligible_notes(root: Path) -> set[str]:
-    """An independent reading of which files are notes, by walking the tree."""
-    found = set()
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        hidden = any(is_skipped_dir(part) for part in rel.parts[:-1])
-        note = is_note_name(path.name, (".md", ".markdown", ".txt"))
-        if note and not hidden and path.is_file() and not path.is_symlink():
-            found.add(rel.as_posix())
-    return found
 
 
 @pytest.fixture(scope="module")
