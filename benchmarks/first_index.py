@@ -29,7 +29,8 @@ from tests.harness import NovaProcess, short_tmpdir
 def main() -> None:
     """Run the benchmark and print its figures."""
     args = _parse()
-    home = short_tmpdir("nova-bench-")
+    home = args.home or short_tmpdir("nova-bench-")
+    home.mkdir(parents=True, exist_ok=True)
     daemon = NovaProcess(args.corpus, home, embed_threads=args.embed_threads, log_level="info")
     started = time.monotonic()
     daemon.start()
@@ -65,6 +66,7 @@ def main() -> None:
             [sys.executable, "-m", "novactl", "--socket", str(daemon.socket), command], check=False
         )
     daemon.stop()
+    print(f"\nstate kept in {home} (benchmarks/engine.py --home {home} reuses it)")
 
 
 class _Sampler(threading.Thread):
@@ -100,6 +102,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--corpus", type=Path, default=default, required=default is None)
     parser.add_argument(
         "--embed-threads", type=int, default=None, help="override novad's default (cores - 1)"
+    )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="keep state dir and socket here (default: a temp dir)",
     )
     args = parser.parse_args()
     return args
