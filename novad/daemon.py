@@ -321,9 +321,10 @@ class Daemon:
 
     @property
     def pending(self) -> int:
-        """Changed paths and whole-tree requests not yet taken up by a pass."""
+        """Changed paths (held in the debounce or queued) and whole-tree requests not yet
+        taken up by a pass."""
         wanted = (self._rescan_wanted is not None) + (self._full_wanted is not None)
-        return len(self._pending) + wanted
+        return self.watcher.held + len(self._pending) + wanted
 
     # The pass loop
 
@@ -344,9 +345,10 @@ class Daemon:
         job = self._next_job()
         if job is not None:
             await self._run(job)
-            if self._pending or self._rescan_wanted or self._full_wanted:
-                self._work.set()
-        if self.job is None and not self.pending:
+        queued = self._pending or self._rescan_wanted or self._full_wanted
+        if queued:
+            self._work.set()
+        elif self.job is None:
             self.state = "idle"
 
     def _next_job(self) -> Job | None:

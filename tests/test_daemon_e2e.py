@@ -255,3 +255,28 @@ def test_an_emptied_mount_point_keeps_the_index(nova: Nova, notes_dir: Path) -> 
     daemon.call("rebuild", read_timeout_s=120)
     assert daemon.wait_idle()["chunks"] == before["chunks"]
     assert daemon.call("stats")["embedder"]["texts_embedded"] == embedded
+
+
+def test_changes_held_in_a_long_debounce_are_pending_and_do_not_delay_a_stop(
+    nova: Nova, notes_dir: Path, home: Path
+) -> None:
+    config = home / "slow-debounce.toml"
+    config.write_text("max_wait_ms = 600000\n")
+    daemon = nova(notes_dir, "--config", str(config), "--debounce-ms", "120000")
+    daemon.wait_answering()
+    deadline = time.monotonic() + 60
+    while daemon.call("status")["state"] != "idle":
+        assert time.monotonic() < deadline, "the startup pass never finished"
+        time.sleep(0.1)
+
+    (notes_dir / "held.md").write_text("# Held\n\nA note that waits out the debounce.\n")
+    deadline = time.monotonic() + 10
+    while daemon.call("status")["pending"] == 0:
+        assert time.monotonic() < deadline, "the change never showed as pending"
+        time.sleep(0.1)
+    assert daemon.call("status")["files"] == 6, "the debounce holds the change back"
+
+    began = time.monotonic()
+    assert daemon.stop(timeout_s=60) == 0
+    assert time.monotonic() - began < 5, "a stop waits for no debounce"
+    assert not daemon.socket.exists()

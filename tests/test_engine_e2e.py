@@ -183,7 +183,8 @@ def test_dry_run_plans_exactly_what_the_pass_then_does(nova: Nova, home: Path) -
     }
     assert plan["examples"]["rename"] == ["move.md -> sub/moved.md"]
     assert plan["chunks"] == {"embed": 2, "reuse": 1, "keep": 1, "delete": 3}
-    assert plan["estimate_s"] is not None and plan["estimate_s"] > 0
+    assert plan["chunks_per_s"] > 0, "the startup pass measured a throughput"
+    assert plan["estimate_s"] == pytest.approx(2 / plan["chunks_per_s"], abs=0.001)
     assert embedded(daemon) == embeds, "a dry run embeds nothing"
     assert daemon.call("status")["chunks"] == before["chunks"], "a dry run writes nothing"
 
