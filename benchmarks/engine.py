@@ -60,8 +60,8 @@ def _no_change_restart(daemon: NovaProcess) -> None:
     startup = status["last_pass"]
     embedded = daemon.call("stats")["embedder"]["texts_embedded"] - before
     print("\nrestart, no change")
-    print(f"  start to answering  {answering:.2f} s (includes the model load)")
-    print(f"  start to idle       {idle:.2f} s")
+    print(f"  start to answering  {answering:.2f} s (the socket serves while the model loads)")
+    print(f"  start to idle       {idle:.2f} s (includes the model load)")
     print(
         f"  startup rescan      {startup['duration_s']:.3f} s over {startup['files_scanned']}"
         f" notes (target < 1 s); trigger {startup['trigger']}"
