@@ -406,8 +406,12 @@ class Daemon:
         )
 
     def _finish(self, rec: PassRecord) -> None:
-        assert self.metrics is not None
+        assert self.metrics is not None and self.manifest is not None
         self.metrics.record(rec)
+        if rec.kind == "full" or rec.files_changed or rec.files_deleted:
+            # A log that is never folded back keeps every page a pass wrote (TRAPS C08).
+            self.manifest.checkpoint()
+            self.metrics.checkpoint()
         self._refresh_counts()
         self.last_pass = rec.as_dict()
         level = logging.INFO if rec.outcome == "ok" else logging.WARNING

@@ -121,6 +121,11 @@ class Manifest:
         with self._lock:
             self._db.close()
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it (TRAPS C08)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:

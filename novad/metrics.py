@@ -93,6 +93,11 @@ class Metrics:
         with self._lock:
             self._db.close()
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database and truncate it (TRAPS C08)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def begin(self, rec: PassRecord) -> None:
         """Store a pass as ``running`` as it starts, so a kill leaves a trace of it."""
         marks = ",".join("?" * len(_COLUMNS))

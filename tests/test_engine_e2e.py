@@ -331,3 +331,30 @@ def test_rebuild_dry_run_prints_a_plan_table(nova: Nova, notes_dir: Path, kind: 
     assert f"Dry run of a {kind} pass (nothing was changed)" in run.stdout
     assert "chunks to embed" in run.stdout
     assert "Estimated time" in run.stdout
+
+
+def state_bytes(state_dir: Path) -> int:
+    return sum(p.stat().st_size for p in state_dir.rglob("*") if p.is_file())
+
+
+def test_repeated_full_rebuilds_and_touches_do_not_grow_the_state_dir(
+    nova: Nova, home: Path
+) -> None:
+    """TRAPS C08: old generations' files go; touching every note writes nothing."""
+    source = home / "notes"
+    many_notes(source, 150)
+    daemon = nova(source)
+    daemon.wait_idle()
+    daemon.call("rebuild", {"full": True}, read_timeout_s=300)
+    after_one = state_bytes(daemon.state_dir)
+    for _ in range(4):
+        daemon.call("rebuild", {"full": True}, read_timeout_s=300)
+    chroma = daemon.state_dir / "chroma"
+    assert len([p for p in chroma.iterdir() if p.is_dir()]) == 1, "one generation's folder"
+    assert state_bytes(daemon.state_dir) < 1.3 * after_one
+
+    for note in source.rglob("*.md"):
+        note.touch()
+    result = daemon.call("rebuild", {}, read_timeout_s=300)
+    assert result["texts_embedded"] == 0 and result["chunks_embedded"] == 0
+    assert daemon.call("stats")["store"]["chunks"] == 150

@@ -48,3 +48,40 @@ def test_only_nova_collections_are_listed_and_dropping_is_idempotent(tmp_path: P
     store.drop("nova-g000002")
     store.drop("nova-g000002")
     assert store.names() == []
+
+
+def segment_dirs(directory: Path) -> set[str]:
+    return {p.name for p in directory.iterdir() if p.is_dir()}
+
+
+def test_dropping_a_collection_removes_its_segment_folder(tmp_path: Path) -> None:
+    """TRAPS C08: Chroma leaves a dropped collection's folder behind; Nova removes it."""
+    store = Store(tmp_path / "chroma")
+    store.create("nova-g000001", "test-model", 8)
+    store.upsert("nova-g000001", entries(300))
+    first = segment_dirs(tmp_path / "chroma")
+    assert len(first) == 1, "a collection with vectors has its segment folder"
+    store.create("nova-g000002", "test-model", 8)
+    store.upsert("nova-g000002", entries(300))
+
+    store.drop("nova-g000001")
+
+    left = segment_dirs(tmp_path / "chroma")
+    assert len(left) == 1 and not left & first
+    assert store.count("nova-g000002") == 300
+
+
+def test_opening_the_store_removes_folders_a_drop_left_behind(tmp_path: Path) -> None:
+    store = Store(tmp_path / "chroma")
+    store.create("nova-g000001", "test-model", 8)
+    store.upsert("nova-g000001", entries(300))
+    (live,) = segment_dirs(tmp_path / "chroma")
+    stray = tmp_path / "chroma" / "0b4f5a3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    stray.mkdir()
+    (stray / "data_level0.bin").write_bytes(b"\0" * 1024)
+    (tmp_path / "chroma" / "not-a-segment").mkdir()
+
+    reopened = Store(tmp_path / "chroma")
+
+    assert segment_dirs(tmp_path / "chroma") == {live, "not-a-segment"}
+    assert reopened.count("nova-g000001") == 300
