@@ -185,9 +185,11 @@ def status_table(status: Mapping[str, Any]) -> Table:
     current = status.get("pass")
     last = status.get("last_pass")
     watch = status.get("watch") or {}
+    repair = status.get("store_repair")
     return _figures(
         None,
         [
+            *([("Store repair", Text(str(repair), style="bold red"))] if repair else []),
             ("State", Text(state, style=_STATE_STYLES.get(state, "cyan"))),
             ("Daemon", _daemon_line(status)),
             ("Source", source),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,10 +36,14 @@ from novad.lifecycle import EXIT_FAILED, EXIT_NOT_READY
 from novad.manifest import Generation, Manifest
 from novad.metrics import Metrics, PassRecord
 from novad.ops import Ops
+from novad.probe import probe
 from novad.server import Server
 from novad.watcher import Watcher
 
 log = logging.getLogger(__name__)
+
+# Longest the store probe may take; a probe that hangs proves nothing either way.
+_PROBE_S = 120.0
 
 
 @dataclass
@@ -91,6 +96,7 @@ class Daemon:
         self.counts = {"files": 0, "chunks": 0, "skipped": 0}
         self.job: Job | None = None
         self.last_pass: dict[str, Any] | None = None
+        self.store_repair: str | None = None
         self.watcher = Watcher(
             config.source,
             debounce_ms=config.debounce_ms,
@@ -208,9 +214,14 @@ class Daemon:
                 "this start repairs what they left",
                 interrupted,
             )
+        # The probe's child process runs while the model loads, and ends before the store opens.
+        probing = self.readers.submit(self._probe_store)
         self.embedder = SentenceTransformerEmbedder(
             cfg.model, threads=cfg.embed_threads, batch_size=cfg.embed_batch_size
         )
+        damage = probing.result()
+        if damage:
+            self._set_store_aside(damage)
         self.store = Store(cfg.chroma_dir)
         counter = WordPieceCounter(self.embedder.tokenizer_json, self.embedder.max_tokens)
         self.indexer = Indexer(cfg, self.manifest, self.store, self.embedder, counter)
@@ -223,6 +234,34 @@ class Daemon:
             self._full_wanted = (self._next_seq(), "model-change")
         self._refresh_counts()
         self.state = "scanning"
+
+    def _probe_store(self) -> str | None:
+        """Why the serving collection cannot be read, or None (see ``novad.probe``)."""
+        assert self.manifest is not None
+        active = self.manifest.active()
+        if active is None or not (self.config.chroma_dir / "chroma.sqlite3").exists():
+            return None
+        return probe(self.config.chroma_dir, active.collection, active.dimension, _PROBE_S)
+
+    def _set_store_aside(self, damage: str) -> None:
+        """Move a damaged store out of the way and forget its generations (TRAPS C07).
+
+        The index is derived from the notes, so the start-up pass rebuilds it into a fresh
+        store. Only the latest damaged copy is kept, for a post-mortem.
+        """
+        assert self.manifest is not None
+        chroma = self.config.chroma_dir
+        for older in chroma.parent.glob(f"{chroma.name}.damaged-*"):
+            shutil.rmtree(older, ignore_errors=True)
+        aside = chroma.with_name(f"{chroma.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+        chroma.rename(aside)
+        for gen in self.manifest.generations():
+            self.manifest.forget_generation(gen.gen)
+        self.store_repair = (
+            f"{damage}; the damaged store was moved to {aside} and the index is being "
+            "rebuilt from the notes"
+        )
+        log.error("the vector store is damaged: %s", self.store_repair)
 
     async def _shut_down(self, server: Server) -> None:
         self.state = "stopping"

@@ -82,6 +82,7 @@ class Ops:
             "watch": {"mode": d.watcher.mode},
             "pass": job.progress.snapshot() if job else None,
             "last_pass": d.last_pass,
+            "store_repair": d.store_repair,
         }
 
     async def stats(self, req: Request, emit: Emit) -> dict[str, Any]:

@@ -6,7 +6,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.harness import NovaProcess, read_store
+import pytest
+
+from tests.harness import NovaProcess, expected_chunks, read_store
 
 Nova = Callable[..., NovaProcess]
 
@@ -280,3 +282,40 @@ def test_changes_held_in_a_long_debounce_are_pending_and_do_not_delay_a_stop(
     assert daemon.stop(timeout_s=60) == 0
     assert time.monotonic() - began < 5, "a stop waits for no debounce"
     assert not daemon.socket.exists()
+
+
+def _garble_segment(chroma: Path) -> None:
+    (segment,) = [p for p in chroma.iterdir() if p.is_dir()]
+    (segment / "index_metadata.pickle").write_bytes(b"\x80\x04 not a pickle " * 64)
+
+
+def _truncate_catalogue(chroma: Path) -> None:
+    catalogue = chroma / "chroma.sqlite3"
+    with catalogue.open("r+b") as handle:
+        handle.truncate(catalogue.stat().st_size // 3)
+
+
+@pytest.mark.parametrize("damage", [_garble_segment, _truncate_catalogue])
+def test_a_damaged_store_is_set_aside_and_rebuilt_from_the_notes(
+    nova: Nova, notes_dir: Path, damage: Callable[[Path], None]
+) -> None:
+    """TRAPS C07: the daemon comes back from a broken store instead of failing on it."""
+    daemon = nova(notes_dir)
+    first = daemon.wait_idle()
+    daemon.stop()
+    damage(daemon.state_dir / "chroma")
+
+    daemon.start()
+    status = daemon.wait_idle()
+
+    assert status["store_repair"] and "moved to" in status["store_repair"]
+    assert status["chunks"] == first["chunks"] and status["files"] == first["files"]
+    assert daemon.search("how do I undo a commit")[0]["path"] == "git/undo.md"
+    assert "the vector store is damaged" in daemon.log()
+    assert len(list(daemon.state_dir.glob("chroma.damaged-*"))) == 1
+    daemon.stop()
+    assert set(read_store(daemon.state_dir)) == set(read_store_paths(notes_dir))
+
+
+def read_store_paths(root: Path) -> set[str]:
+    return {path for path, texts in expected_chunks(root).items() if texts}

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from chromadb.api.shared_system_client import SharedSystemClient
 
+from novad.probe import probe
 from novad.store import ChunkEntry, Store
 
 
@@ -85,3 +87,26 @@ def test_opening_the_store_removes_folders_a_drop_left_behind(tmp_path: Path) ->
 
     assert segment_dirs(tmp_path / "chroma") == {live, "not-a-segment"}
     assert reopened.count("nova-g000001") == 300
+
+
+def test_the_probe_passes_a_healthy_store_and_names_a_damaged_segment(tmp_path: Path) -> None:
+    """TRAPS C07: a truncated segment is found by a child process, not by the daemon."""
+    chroma = tmp_path / "chroma"
+    store = Store(chroma)
+    store.create("nova-g000001", "test-model", 8)
+    store.upsert("nova-g000001", entries(1500))  # past the size at which Chroma persists HNSW
+    del store
+    SharedSystemClient.clear_system_cache()  # closes the client, as a stopped daemon would
+    assert probe(chroma, "nova-g000001", 8, timeout_s=60) is None
+
+    (segment,) = segment_dirs(chroma)
+    (chroma / segment / "header.bin").write_bytes(b"")
+    damage = probe(chroma, "nova-g000001", 8, timeout_s=60)
+    assert damage is not None and damage.startswith("collection nova-g000001 cannot be read: ")
+    assert "hnsw" in damage.lower()
+
+
+def test_the_probe_names_a_missing_collection(tmp_path: Path) -> None:
+    Store(tmp_path / "chroma").create("nova-g000001", "test-model", 8)
+    damage = probe(tmp_path / "chroma", "nova-g000007", 8, timeout_s=60)
+    assert damage is not None and "nova-g000007" in damage
