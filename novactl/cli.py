@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ EXIT_DAEMON_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
 EXIT_INTERRUPTED = 130
+# How often `wait` knocks again on a daemon that is still starting.
+_START_POLL_S = 0.25
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_WAIT_S = 60.0
 DEFAULT_HITS = 10
@@ -155,6 +158,21 @@ def _call(
     """Make one call, reporting any failure and exiting with its code."""
     with _Reporting(session, op):
         return session.client.call(op, args, on_event, read_timeout_s=read_timeout_s)
+
+
+def _wait_through_start(client: Client, wait_s: float) -> dict[str, Any]:
+    """Ask for ``wait``, retrying while the daemon starts, all within ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    left = wait_s
+    while True:
+        try:
+            return client.call("wait", {"timeout_s": left}, read_timeout_s=left + client.timeout_s)
+        except (NotRunning, DaemonError) as exc:
+            starting = isinstance(exc, NotRunning) or exc.code == "not-ready"
+            if not starting or time.monotonic() + _START_POLL_S >= deadline:
+                raise
+        time.sleep(_START_POLL_S)
+        left = max(deadline - time.monotonic(), 0.001)
 
 
 def _print_json(value: Any) -> None:
@@ -286,7 +304,11 @@ def _confirm_full(session: Session) -> None:
         )
         _fail(session, message, EXIT_USAGE)
     question = "A full rebuild embeds every note again, which can take a long time. Continue?"
-    if not click.confirm(question, err=True):
+    try:
+        agreed = click.confirm(question, err=True)
+    except click.Abort:
+        _fail(session, "interrupted; the index is unchanged.", EXIT_INTERRUPTED)
+    if not agreed:
         _fail(session, "full rebuild cancelled; the index is unchanged.", EXIT_DAEMON_ERROR)
 
 
@@ -379,10 +401,12 @@ def _hits_of(session: Session, result: dict[str, Any]) -> list[dict[str, Any]]:
 def wait_command(session: Session, wait_s: float, as_json: bool) -> None:
     """Block until the daemon has caught up with its source folder.
 
-    Exits 0 once it has; exits 1 with a message if it has not within --timeout seconds.
+    A daemon that is still starting (no socket yet, model loading) is waited for too, so
+    `novad ... & novactl wait` works. Exits 0 once it has caught up; 1 with a message if it
+    has not within --timeout seconds; 3 if no daemon came up in that time.
     """
-    read_timeout_s = wait_s + session.client.timeout_s
-    result = _call(session, "wait", {"timeout_s": wait_s}, read_timeout_s=read_timeout_s)
+    with _Reporting(session, "wait"):
+        result = _wait_through_start(session.client, wait_s)
     if as_json:
         _print_json(result)
         return

@@ -128,7 +128,9 @@ _PLAN_ROWS = [
 def plan_view(plan: Mapping[str, Any]) -> Group:
     """What a pass would do (a PLAN map): notes and chunks by fate, and the time it takes."""
     kind = str(plan.get("kind", DASH))
-    table = Table(title=f"Dry run of a {kind} pass (nothing was changed)", title_justify="left")
+    article = "an" if kind.startswith(("a", "e", "i", "o", "u")) else "a"
+    title = f"Dry run of {article} {kind} pass (nothing was changed)"
+    table = Table(title=title, title_justify="left")
     table.add_column("what")
     table.add_column("count", justify="right")
     table.add_column("for example", overflow="fold")

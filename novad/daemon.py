@@ -18,6 +18,7 @@ request is covered by the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -103,6 +104,11 @@ class Daemon:
             max_wait_ms=config.max_wait_ms,
             on_changes=self._on_changes,
             on_root_back=self._on_root_back,
+            ignored=(
+                config.state_dir,
+                config.socket_path,
+                config.socket_path.with_name(config.socket_path.name + ".lock"),
+            ),
         )
         self._seq = 0
         self._pending: set[Path] = set()
@@ -267,14 +273,19 @@ class Daemon:
         self.state = "stopping"
         await server.close()
         loop = asyncio.get_running_loop()
-        drained = loop.run_in_executor(None, self._pass_thread.shutdown, True)
+        # The pass and every reader (a search, a plan) must end within the one deadline: a
+        # thread stuck in a read must not keep the process alive.
+        readers = functools.partial(self.readers.shutdown, wait=True, cancel_futures=True)
+        drained = asyncio.gather(
+            loop.run_in_executor(None, self._pass_thread.shutdown, True),
+            loop.run_in_executor(None, readers),
+        )
         try:
             await asyncio.wait_for(drained, self.config.shutdown_timeout_s)
         except TimeoutError:
             self._give_up()
         for ticket in self._tickets:
             ticket.future.cancel()
-        self.readers.shutdown(wait=True)
         for db in (self.manifest, self.metrics):
             if db is not None:
                 db.close()
@@ -283,7 +294,8 @@ class Daemon:
 
     def _give_up(self) -> None:
         log.error(
-            "start-up or the running pass did not stop within shutdown_timeout_s=%.0f s; "
+            "start-up, the running pass or a request did not stop within "
+            "shutdown_timeout_s=%.0f s; "
             "exiting anyway (the next start repairs the index)",
             self.config.shutdown_timeout_s,
         )
@@ -416,6 +428,7 @@ class Daemon:
             self._schedule_retry(retry)
         except Cancelled:
             rec.outcome = "cancelled"
+            rec.error = "the daemon is stopping; the pass ended at a safe point"
         except SourceMissing as exc:
             log.warning("%s", exc)
             rec.outcome, rec.error = "skipped", str(exc)

@@ -41,7 +41,7 @@ from novad.errors import NoteError, NovaError
 from novad.manifest import ChunkRow, FileRecord, FileUpdate, Generation, Manifest
 from novad.metrics import PassRecord
 from novad.parser import parse_note
-from novad.scanner import expand_changes, walk_notes
+from novad.scanner import expand_changes, passes_a_link, walk_notes
 from novad.store import ChunkEntry, Store, chromadb_version
 
 log = logging.getLogger(__name__)
@@ -275,11 +275,15 @@ class Indexer:
         path = self._config.source / rel
         try:
             st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return None  # a pipe or device named like a note is never read
             if record and _same_stat(record, st) and not _unread(record):
                 return None
             if st.st_size > self._config.max_file_bytes:
                 return "skip"
-            data = path.read_bytes()
+            data = read_regular(path)
+        except NotARegularFile:
+            return None
         except OSError:
             return "skip"
         digest = hashlib.blake2b(data, digest_size=16).hexdigest()
@@ -348,7 +352,10 @@ class Indexer:
         untrusted = set(candidates) if verify else suspects
         gone = self._index(gen, candidates, known, rec, progress, untrusted=untrusted)
         retry = gone.pop(_RETRY, set())
-        if changed is None and known and not on_disk:
+        # Every note gone at once (a whole-tree rescan, or events for every note) looks like
+        # an unmounted or emptied share, not a user deleting every note: keep the index.
+        emptied = not on_disk if changed is None else not any(walk_notes(source, extensions))
+        if known and len(gone[_GONE]) >= len(known) and emptied:
             raise SourceMissing(
                 f"source folder {source} holds no notes any more but the index has "
                 f"{len(known)}; treating it as unmounted and keeping the index. If every note "
@@ -415,12 +422,16 @@ class Indexer:
         progress.phase = "indexing"
         self._sample_memory(rec, progress)
         rec.files_scanned = len(candidates)
+        links: dict[str, bool] = {}
         outcome: dict[str, set[str]] = {_GONE: set(), _RETRY: set()}
         batch = _Batch()
         for rel in candidates:
             if self.cancel.is_set():
                 raise Cancelled()
-            result = self._examine(gen, rel, known.get(rel), rel not in untrusted, rec)
+            if passes_a_link(self._config.source, rel, links):
+                result: _Prepared | str = _GONE if rel in known else _UNCHANGED
+            else:
+                result = self._examine(gen, rel, known.get(rel), rel not in untrusted, rec)
             if isinstance(result, _Prepared):
                 rec.files_changed += 1
                 rec.files_failed += result.update.record.status == "skipped"
@@ -472,10 +483,10 @@ class Indexer:
         rec: PassRecord,
     ) -> _Prepared | str:
         try:
-            data = path.read_bytes()
+            data = read_regular(path)
             rec.files_read += 1
             after = os.lstat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotARegularFile):
             return _GONE if record else _UNCHANGED
         except OSError as exc:
             reason = f"cannot read the file: {exc.strerror}"
@@ -617,6 +628,24 @@ def _same_stat(record: FileRecord, st: os.stat_result) -> bool:
 def _unread(record: FileRecord) -> bool:
     """A note skipped before its bytes could be read: worth trying again (chmod, unmount)."""
     return record.status == "skipped" and not record.content_hash
+
+
+class NotARegularFile(Exception):
+    """The path turned out to be a pipe, device or socket between its stat and its open."""
+
+
+def read_regular(path: Path) -> bytes:
+    """Read a regular file whole; never block on a pipe that was put in its place.
+
+    Raises:
+        NotARegularFile: the path is not a regular file (it was replaced after its stat).
+        OSError: it cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise NotARegularFile(str(path))
+        return handle.read()
 
 
 def _chunk_rows(rel: str, chunks: list[Chunk], tags: str) -> list[ChunkRow]:

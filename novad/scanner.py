@@ -88,13 +88,32 @@ def expand_changes(
         if rel is None:
             continue
         # os.path.isdir, unlike Path.is_dir on 3.11, says False for a folder it may not enter.
-        if rel == "" or os.path.isdir(source / rel):
+        if rel == "" or (os.path.isdir(source / rel) and not passes_a_link(source, rel + "/")):
             result.update(walk_notes(source, extensions, rel))
         note = relative_note_path(source, path, extensions)
         if note is not None:
             result.add(note)
         result.update(_under(known_sorted, "" if rel == "" else rel + "/"))
     return result
+
+
+def passes_a_link(source: Path, rel: str, cache: dict[str, bool] | None = None) -> bool:
+    """Tell whether a folder on the way from ``source`` to ``rel`` is a symbolic link.
+
+    Such a path leads out of the notes folder (or around in a loop), so it is never a note,
+    even though the kernel resolves it. ``cache`` keeps each folder's answer for a pass.
+    """
+    prefix = ""
+    for part in rel.split("/")[:-1]:
+        prefix = f"{prefix}/{part}" if prefix else part
+        linked = cache.get(prefix) if cache is not None else None
+        if linked is None:
+            linked = os.path.islink(source / prefix)
+            if cache is not None:
+                cache[prefix] = linked
+        if linked:
+            return True
+    return False
 
 
 def _under(known_sorted: list[str], prefix: str) -> Iterator[str]:

@@ -55,9 +55,17 @@ class Watcher:
         on_changes: Callable[[set[Path]], None],
         on_root_back: Callable[[], None],
         force_polling: bool = False,
+        ignored: tuple[Path, ...] = (),
     ) -> None:
-        """Keep the callbacks; ``run`` does the watching."""
+        """Keep the callbacks; ``run`` does the watching.
+
+        Paths in or under ``ignored`` (Nova's own state dir and socket, should they sit inside
+        the source folder) never wake a pass: its own writes would otherwise trigger passes
+        that write again. Only entries strictly inside the source folder are considered.
+        """
         self._source = source
+        inside = [p.absolute() for p in ignored if source in p.absolute().parents]
+        self._ignored = tuple(str(p) for p in inside)
         self._debounce_ms = debounce_ms
         self._max_wait_ms = max_wait_ms
         self._on_changes = on_changes
@@ -152,6 +160,8 @@ class Watcher:
             self._on_changes(paths)
 
     def _wanted(self, change: Change, path: str) -> bool:
+        if any(path == p or path.startswith(p + os.sep) for p in self._ignored):
+            return False
         rel = os.path.relpath(path, self._source)
         return not any(is_skipped_dir(part) for part in Path(rel).parts[:-1]) and not (
             Path(rel).name.startswith(".") and os.path.isdir(path)

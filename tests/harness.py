@@ -141,11 +141,15 @@ def read_store(state_dir: Path) -> dict[str, list[str]]:
     import sqlite3
 
     import chromadb
+    from chromadb.api.shared_system_client import SharedSystemClient
     from chromadb.config import Settings
 
     db = sqlite3.connect(state_dir / "manifest.sqlite3")
     (collection,) = db.execute("SELECT collection FROM generations WHERE state='active'").fetchone()
     db.close()
+    # chromadb keeps one client per path in a process, with its vector index in memory; a
+    # daemon has written since the last read, so that cached view is stale (chroma#3792).
+    SharedSystemClient.clear_system_cache()
     client = chromadb.PersistentClient(
         path=str(state_dir / "chroma"), settings=Settings(anonymized_telemetry=False)
     )

@@ -446,3 +446,32 @@ def test_ctrl_c_during_rebuild_exits_130_without_a_traceback(
     assert result.exit_code == 130
     assert "interrupted while waiting for `rebuild`" in flat(result.stderr)
     assert "Traceback" not in result.output
+
+
+def test_wait_rides_out_a_daemon_that_is_still_starting(socket_dir: Path) -> None:
+    """`novad ... & novactl wait`: the socket appears a moment after wait starts."""
+    path = socket_dir / "novad.sock"
+    servers: list[FakeDaemon] = []
+
+    def start_late() -> None:
+        time.sleep(0.8)
+        servers.append(FakeDaemon(path))
+        servers[0].serve_forever(0.05)
+
+    thread = threading.Thread(target=start_late, daemon=True)
+    thread.start()
+    result = run(path, "wait", "--timeout", "20")
+    servers[0].shutdown()
+    servers[0].server_close()
+    thread.join(5)
+
+    assert result.exit_code == 0, result.output
+    assert "Caught up" in result.stdout
+
+
+def test_wait_without_any_daemon_gives_up_at_its_timeout_with_exit_3(socket_dir: Path) -> None:
+    began = time.monotonic()
+    result = run(socket_dir / "novad.sock", "wait", "--timeout", "1")
+    assert result.exit_code == 3
+    assert 0.5 <= time.monotonic() - began < 10, "it knocked until about its timeout"
+    assert "no such socket file" in flat(result.stderr)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from novactl.client import DaemonError
 from tests.harness import NovaProcess, expected_chunks, read_store
 
 Nova = Callable[..., NovaProcess]
@@ -319,3 +320,75 @@ def test_a_damaged_store_is_set_aside_and_rebuilt_from_the_notes(
 
 def read_store_paths(root: Path) -> set[str]:
     return {path for path, texts in expected_chunks(root).items() if texts}
+
+
+def test_notes_moved_out_while_running_keep_the_index(nova: Nova, notes_dir: Path) -> None:
+    """The watcher's view of an emptied folder gets the same care as a rescan's."""
+    import shutil
+
+    daemon = nova(notes_dir)
+    before = daemon.wait_idle()
+    embedded = daemon.call("stats")["embedder"]["texts_embedded"]
+    parked = notes_dir.with_name("parked")
+    parked.mkdir()
+    for entry in list(notes_dir.iterdir()):
+        shutil.move(entry, parked / entry.name)
+
+    with pytest.raises(DaemonError, match="treating it as unmounted and keeping the index"):
+        daemon.call("wait", {"timeout_s": 30}, read_timeout_s=60)
+    status = daemon.call("status")
+    assert status["chunks"] == before["chunks"]
+    assert status["last_pass"]["outcome"] == "skipped"
+
+    for entry in list(parked.iterdir()):
+        shutil.move(entry, notes_dir / entry.name)
+    assert daemon.wait_idle()["chunks"] == before["chunks"]
+    assert daemon.call("stats")["embedder"]["texts_embedded"] == embedded
+
+
+def test_symlinked_folders_are_never_entered_even_when_linked_live(
+    nova: Nova, notes_dir: Path, home: Path
+) -> None:
+    outside = home / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nThe blue-footed booby lives outside.\n")
+    daemon = nova(notes_dir)
+    before = daemon.wait_idle()
+
+    (notes_dir / "ext").symlink_to(outside, target_is_directory=True)
+    (notes_dir / "garden" / "loop").symlink_to(notes_dir, target_is_directory=True)
+    status = daemon.wait_idle()
+    assert status["files"] == before["files"] and status["chunks"] == before["chunks"]
+    result = daemon.call("rebuild", read_timeout_s=120)
+    assert result["files_changed"] == 0
+    daemon.stop()
+    paths = set(read_store(daemon.state_dir))
+    assert not {p for p in paths if p.startswith(("ext/", "garden/loop/"))}
+
+
+def test_a_pipe_named_like_a_note_is_never_opened(nova: Nova, notes_dir: Path) -> None:
+    import os
+
+    os.mkfifo(notes_dir / "pipe.md")
+    daemon = nova(notes_dir)
+    before = daemon.wait_idle()
+    for full in (False, True):
+        with daemon.client(timeout_s=20) as client:
+            plan = client.call("rebuild", {"full": full, "dry_run": True})
+        assert "pipe.md" not in str(plan["examples"])
+    result = daemon.call("rebuild", read_timeout_s=60)
+    assert result["outcome"] == "ok"
+    assert daemon.wait_idle()["files"] == before["files"]
+    assert daemon.stop() == 0
+
+
+def test_a_state_dir_inside_the_source_does_not_wake_passes(nova: Nova, notes_dir: Path) -> None:
+    daemon = nova(notes_dir, start=False)
+    daemon.state_dir = notes_dir / "nova-state"
+    daemon.start()
+    daemon.wait_idle()
+    daemon.call("rebuild", read_timeout_s=60)  # a pass that writes to the state dir
+    time.sleep(1.5)
+    first = daemon.call("stats")["passes"]["total"]
+    time.sleep(3)
+    assert daemon.call("stats")["passes"]["total"] == first

