@@ -368,11 +368,20 @@ def hits_table(hits: Sequence[Mapping[str, Any]]) -> Table:
         score = hit.get("score")
         table.add_row(
             DASH if score is None else f"{score:.3f}",
-            Text(str(hit.get("path", DASH))),
+            _hit_path(hit),
             Text(str(hit.get("heading") or DASH)),
             Text(snippet(str(hit.get("text", ""))), style="dim"),
         )
     return table
+
+
+def _hit_path(hit: Mapping[str, Any]) -> Text:
+    """The hit's note, and how many other notes hold the same text."""
+    path = Text(str(hit.get("path", DASH)))
+    others = int(hit.get("notes") or 1) - 1
+    if others > 0:
+        path.append(f"\n+{others} more note{'s' if others > 1 else ''} with this text", "dim")
+    return path
 
 
 def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:

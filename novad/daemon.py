@@ -94,7 +94,7 @@ class Daemon:
         self.embedder: Any = None
         self.store: Any = None
         self.gen: Generation | None = None
-        self.counts = {"files": 0, "chunks": 0, "skipped": 0}
+        self.counts = {"files": 0, "chunks": 0, "vectors": 0, "skipped": 0}
         self.job: Job | None = None
         self.last_pass: dict[str, Any] | None = None
         self.store_repair: str | None = None

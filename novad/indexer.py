@@ -8,10 +8,11 @@ reads ``Progress``.
 Work is proportional to change (invariant 3): an unchanged note costs a stat; a note whose
 bytes did not change costs a read and a hash; chunk ids derive from the note id and the
 chunk's content, so unchanged chunks of an edited note keep their ids and are not
-rewritten. A new chunk whose text some stored chunk already has (a renamed or moved note,
-a duplicate paragraph) reuses that vector instead of being embedded again, and identical
-texts are embedded once per pass. Because ids are content-derived, the same id is never
-deleted and re-added (TRAPS C04).
+rewritten. The store holds one vector per distinct embedded text, under the text's hash:
+a new chunk whose text some note already holds (a renamed or moved note, a template's
+boilerplate) costs no embedding and no write, and identical texts are embedded once per
+pass. Because store ids are content-derived, a text is only deleted once no note holds
+it, and never deleted and re-added under the same id within a write (TRAPS C04).
 
 The write order is the manifest's (see ``novad.manifest``): store upsert, manifest commit,
 store delete; ``reconcile`` repairs whatever a kill left between those steps.
@@ -30,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
 
 from novad.chunker import Chunk, TokenCounter, chunk_note
@@ -94,7 +94,6 @@ class _Prepared:
 
     update: FileUpdate
     chunks: list[Chunk]
-    metadata: dict[str, str | int | float | bool]
 
 
 @dataclass
@@ -207,16 +206,18 @@ class Indexer:
 
     def _reconcile_chunks(self, gen: Generation) -> None:
         stored = self._store.all_ids(gen.collection)
-        recorded = self._manifest.all_chunk_ids(gen.gen)
+        recorded = self._manifest.all_texts(gen.gen)
         orphans = stored - recorded
         missing = recorded - stored
         if orphans:
-            log.info("deleting %d chunks that no note references", len(orphans))
+            log.info("deleting %d stored texts that no note holds", len(orphans))
             self._store.delete(gen.collection, sorted(orphans))
         if missing:
-            paths = self._manifest.paths_of_chunks(gen.gen, missing)
+            paths = self._manifest.paths_of_texts(gen.gen, missing)
             log.info(
-                "%d chunks of %d notes are missing; re-indexing them", len(missing), len(paths)
+                "%d texts of %d notes are missing from the store; re-indexing them",
+                len(missing),
+                len(paths),
             )
             self._manifest.forget_files(gen.gen, paths)
 
@@ -301,11 +302,7 @@ class Indexer:
         old = {} if full else self._manifest.chunk_ids(gen.gen, [*rows, *deleted])
         old_ids = {i for ids in old.values() for i in ids}
         fresh = [row for note in rows.values() for row in note if row.id not in old_ids]
-        have = (
-            set()
-            if full
-            else set(self._manifest.ids_by_text(gen.gen, {r.text_hash for r in fresh}))
-        )
+        have = set() if full else self._manifest.known_texts(gen.gen, {r.text_hash for r in fresh})
         embed: set[str] = set()
         reuse = 0
         for row in fresh:
@@ -518,12 +515,7 @@ class Indexer:
         record = FileRecord(
             rel, st.st_size, st.st_mtime_ns, digest, status, "; ".join(warnings) or None
         )
-        metadata: dict[str, str | int | float | bool] = {
-            "path": rel,
-            "title": note.title,
-            "tags": tags,
-        }
-        return _Prepared(FileUpdate(record, rows), chunks, metadata)
+        return _Prepared(FileUpdate(record, rows, note.title, tags), chunks)
 
     def _skipped(
         self,
@@ -538,80 +530,83 @@ class Indexer:
         if record == new:
             return _UNCHANGED
         log.warning("skipped %s: %s", rel, reason)
-        return _Prepared(FileUpdate(new, []), [], {})
+        return _Prepared(FileUpdate(new, []), [])
 
     def _flush(self, gen: Generation, batch: _Batch, rec: PassRecord, progress: Progress) -> None:
         if not batch.notes:
             return
         paths = [n.update.record.path for n in batch.notes]
         old_ids = {i for ids in self._manifest.chunk_ids(gen.gen, paths).values() for i in ids}
-        entries = self._new_entries(batch, old_ids)
-        vectors = self._vectors(gen, entries, rec, progress)
-        chunk_entries = [
-            ChunkEntry(row.id, vectors[row.text_hash], chunk.text, meta)
-            for row, chunk, meta in entries
-        ]
-        self._store.upsert(gen.collection, chunk_entries)
+        old_texts = self._manifest.texts_of(gen.gen, paths)
+        fresh = self._fresh_texts(gen, batch, old_ids, rec)
+        entries = self._embed(fresh, rec, progress)
+        self._store.upsert(gen.collection, entries)
         self._manifest.apply(gen.gen, [n.update for n in batch.notes])
         new_ids = {row.id for n in batch.notes for row in n.update.chunks}
-        stale = sorted(old_ids - new_ids)
-        self._store.delete(gen.collection, stale)
-        rec.chunks_deleted += len(stale)
+        rec.chunks_deleted += len(old_ids - new_ids)
+        self._drop_unheld(gen, old_texts)
         progress.done += len(batch.notes)
         self._sample_memory(rec, progress)
         if self.after_flush is not None:
             self.after_flush(gen)
 
-    def _new_entries(
-        self, batch: _Batch, old_ids: set[str]
-    ) -> list[tuple[ChunkRow, Chunk, dict[str, str | int | float | bool]]]:
-        entries = []
-        for note in batch.notes:
-            for row, chunk in zip(note.update.chunks, note.chunks, strict=True):
-                if row.id not in old_ids:
-                    entries.append((row, chunk, {**note.metadata, "heading": chunk.heading}))
-        return entries
+    def _fresh_texts(
+        self, gen: Generation, batch: _Batch, old_ids: set[str], rec: PassRecord
+    ) -> dict[str, Chunk]:
+        """The batch's texts the store lacks, by hash; counts the new chunks that reuse one.
 
-    def _vectors(
-        self,
-        gen: Generation,
-        entries: list[tuple[ChunkRow, Chunk, dict[str, Any]]],
-        rec: PassRecord,
-        progress: Progress,
-    ) -> dict[str, np.ndarray]:
-        # A text some chunk of this generation already has (a moved note, a repeated
-        # paragraph, an earlier batch of this pass) reuses that vector: one embedding per text.
-        texts = {row.text_hash: chunk.embed_text for row, chunk, _ in entries}
-        vectors: dict[str, np.ndarray] = {}
-        if texts:
-            by_text = self._manifest.ids_by_text(gen.gen, texts)
-            stored = self._store.vectors(gen.collection, list(by_text.values()))
-            vectors = {h: stored[i] for h, i in by_text.items() if i in stored}
-        todo = [h for h in texts if h not in vectors]
+        A text some note of this generation holds (a moved note, a repeated paragraph, an
+        earlier batch of this pass) is already stored: one vector per text.
+        """
+        new_rows = [
+            (row, chunk)
+            for note in batch.notes
+            for row, chunk in zip(note.update.chunks, note.chunks, strict=True)
+            if row.id not in old_ids
+        ]
+        wanted = {row.text_hash: chunk for row, chunk in new_rows}
+        stored = self._manifest.known_texts(gen.gen, wanted)
+        fresh = {digest: chunk for digest, chunk in wanted.items() if digest not in stored}
+        rec.chunks_reused += len(new_rows) - len(fresh)
+        return fresh
+
+    def _embed(
+        self, fresh: dict[str, Chunk], rec: PassRecord, progress: Progress
+    ) -> list[ChunkEntry]:
+        """Embed each fresh text once, in batches; a stop request is honoured between them."""
+        todo = list(fresh.items())
+        entries: list[ChunkEntry] = []
         progress.phase = "embedding"
         step = self._config.embed_batch_size
         for start in range(0, len(todo), step):
             if self.cancel.is_set():
                 raise Cancelled()
-            hashes = todo[start : start + step]
-            rows = self._embedder.embed([texts[h] for h in hashes])
-            vectors.update(zip(hashes, rows, strict=True))
-            progress.chunks_embedded += len(hashes)
-            rec.texts_embedded += len(hashes)
-            rec.chunks_embedded += len(hashes)
+            part = todo[start : start + step]
+            vectors = self._embedder.embed([chunk.embed_text for _, chunk in part])
+            entries += [
+                ChunkEntry(digest, vector, chunk.text)
+                for (digest, chunk), vector in zip(part, vectors, strict=True)
+            ]
+            progress.chunks_embedded += len(part)
+            rec.texts_embedded += len(part)
+            rec.chunks_embedded += len(part)
         progress.phase = "indexing"
-        rec.chunks_reused += len(entries) - len(todo)
-        return vectors
+        return entries
+
+    def _drop_unheld(self, gen: Generation, texts: set[str]) -> None:
+        """Delete from the store those of ``texts`` that no note holds any more."""
+        unheld = texts - self._manifest.known_texts(gen.gen, texts)
+        self._store.delete(gen.collection, sorted(unheld))
 
     def _delete(self, gen: Generation, paths: list[str], rec: PassRecord) -> None:
         if not paths:
             return
         # An unmounted share or a folder being replaced is not the user deleting notes.
         self._check_source()
-        progress_ids = self._manifest.chunk_ids(gen.gen, paths)
-        ids = [i for chunk_ids in progress_ids.values() for i in chunk_ids]
+        ids = [i for held in self._manifest.chunk_ids(gen.gen, paths).values() for i in held]
+        texts = self._manifest.texts_of(gen.gen, paths)
         self._manifest.apply(gen.gen, [], deleted=paths)
-        self._store.delete(gen.collection, ids)
+        self._drop_unheld(gen, texts)
         rec.files_deleted += len(paths)
         rec.chunks_deleted += len(ids)
 
@@ -655,7 +650,6 @@ def _chunk_rows(rel: str, chunks: list[Chunk], tags: str) -> list[ChunkRow]:
         key = chunk.embed_text + "\0" + chunk.text
         occurrence = seen.get(key, 0)
         seen[key] = occurrence + 1
-        rows.append(
-            ChunkRow(chunk_id(rel, chunk, tags, occurrence), seq, text_hash(chunk.embed_text))
-        )
+        digest = text_hash(chunk.embed_text)
+        rows.append(ChunkRow(chunk_id(rel, chunk, tags, occurrence), seq, digest, chunk.heading))
     return rows

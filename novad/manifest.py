@@ -2,18 +2,23 @@
 
 Tables: ``generations`` (collection name, model, dimension, chromadb version, state
 ``building``/``active``/``retired``), ``files`` (note id -> size, mtime, content hash,
-status ``indexed``/``empty``/``skipped`` and a reason) and ``chunks`` (chunk id -> note,
-position, hash of the embedded text).
+status ``indexed``/``empty``/``skipped``, a reason, title and tags) and ``chunks`` (chunk
+id -> note, position, heading path, hash of the embedded text).
+
+The store holds one vector per distinct embedded text, under the text's hash; the
+``chunks`` rows say which notes hold that text. Many notes made from one template would
+otherwise put hundreds of identical vectors into the HNSW graph, where they link only to
+each other and cut the rest of the index off from searches.
 
 Write order, which makes a kill at any instant repairable at the next start:
 
-1. new chunks are upserted into the store;
-2. one manifest transaction records the notes and their new chunk ids;
-3. chunks no longer referenced are deleted from the store.
+1. texts no chunk references yet are upserted into the store;
+2. one manifest transaction records the notes and their new chunks;
+3. texts no chunk references any more are deleted from the store.
 
-A kill after 1 or 2 leaves store chunks the manifest does not reference; start-up
-reconciliation deletes them. A manifest entry whose chunks are missing from the store is
-dropped at start-up, so the note is indexed again. WAL mode with ``synchronous=NORMAL``
+A kill after 1 or 2 leaves store texts the manifest does not reference; start-up
+reconciliation deletes them. A note whose texts are missing from the store is dropped
+from the manifest at start-up, so it is indexed again. WAL mode with ``synchronous=NORMAL``
 survives process kills; only a power cut can lose the last transactions, which the same
 reconciliation repairs.
 
@@ -49,6 +54,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL CHECK (status IN ('indexed', 'empty', 'skipped')),
     reason TEXT,
     indexed_at REAL NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (gen, path)
 );
 CREATE TABLE IF NOT EXISTS chunks (
@@ -57,6 +64,7 @@ CREATE TABLE IF NOT EXISTS chunks (
     path TEXT NOT NULL,
     seq INTEGER NOT NULL,
     text_hash TEXT NOT NULL,
+    heading TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (gen, id)
 );
 CREATE INDEX IF NOT EXISTS chunks_by_path ON chunks (gen, path);
@@ -95,14 +103,27 @@ class ChunkRow:
     id: str
     seq: int
     text_hash: str
+    heading: str = ""
 
 
 @dataclass(frozen=True)
 class FileUpdate:
-    """A note's new state: its record and its chunks, in order."""
+    """A note's new state: its record, its chunks in order, and what search shows of it."""
 
     record: FileRecord
     chunks: Sequence[ChunkRow]
+    title: str = ""
+    tags: str = ""
+
+
+@dataclass(frozen=True)
+class NoteRef:
+    """A note that holds a text, as a search hit shows it."""
+
+    path: str
+    heading: str
+    title: str
+    tags: str
 
 
 class Manifest:
@@ -115,6 +136,16 @@ class Manifest:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns a manifest written by an older novad lacks."""
+        for table, column in (("files", "title"), ("files", "tags"), ("chunks", "heading")):
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(
+                    f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                )
 
     def close(self) -> None:
         """Close the connection."""
@@ -211,22 +242,39 @@ class Manifest:
             result.setdefault(path, []).append(chunk_id)
         return result
 
-    def ids_by_text(self, gen: int, text_hashes: Iterable[str]) -> dict[str, str]:
-        """One stored chunk id for each text hash that some chunk of ``gen`` already has."""
+    def texts_of(self, gen: int, paths: Iterable[str]) -> set[str]:
+        """The hashes of the texts the given notes hold."""
+        sql = "SELECT DISTINCT text_hash FROM chunks WHERE gen = ? AND path IN ({})"
+        return {row[0] for row in self._rows_in(sql, gen, paths)}
+
+    def known_texts(self, gen: int, text_hashes: Iterable[str]) -> set[str]:
+        """Those of the given text hashes that some chunk of ``gen`` holds (so stored)."""
+        sql = "SELECT DISTINCT text_hash FROM chunks WHERE gen = ? AND text_hash IN ({})"
+        return {row[0] for row in self._rows_in(sql, gen, text_hashes)}
+
+    def all_texts(self, gen: int) -> set[str]:
+        """Every text hash some chunk of ``gen`` holds: the ids its store must have."""
+        rows = self._rows("SELECT DISTINCT text_hash FROM chunks WHERE gen = ?", (gen,))
+        return {row[0] for row in rows}
+
+    def paths_of_texts(self, gen: int, text_hashes: Iterable[str]) -> set[str]:
+        """The notes that hold any of the given texts."""
+        sql = "SELECT DISTINCT path FROM chunks WHERE gen = ? AND text_hash IN ({})"
+        return {row[0] for row in self._rows_in(sql, gen, text_hashes)}
+
+    def notes_of_texts(self, gen: int, text_hashes: Iterable[str]) -> dict[str, list[NoteRef]]:
+        """For each text, the notes holding it (path order), as search shows them."""
         sql = (
-            "SELECT text_hash, MIN(id) FROM chunks WHERE gen = ? AND text_hash IN ({}) "
-            "GROUP BY text_hash"
+            "SELECT c.text_hash, c.path, c.heading, f.title, f.tags FROM chunks c "
+            "JOIN files f ON f.gen = c.gen AND f.path = c.path "
+            "WHERE c.gen = ? AND c.text_hash IN ({}) ORDER BY c.path, c.seq"
         )
-        return dict(self._rows_in(sql, gen, text_hashes))
-
-    def all_chunk_ids(self, gen: int) -> set[str]:
-        """Every chunk id recorded under ``gen``."""
-        return {row[0] for row in self._rows("SELECT id FROM chunks WHERE gen = ?", (gen,))}
-
-    def paths_of_chunks(self, gen: int, ids: Iterable[str]) -> set[str]:
-        """The notes that own any of the given chunk ids."""
-        sql = "SELECT DISTINCT path FROM chunks WHERE gen = ? AND id IN ({})"
-        return {row[0] for row in self._rows_in(sql, gen, ids)}
+        result: dict[str, list[NoteRef]] = {}
+        for digest, path, heading, title, tags in self._rows_in(sql, gen, text_hashes):
+            refs = result.setdefault(digest, [])
+            if not refs or refs[-1].path != path:
+                refs.append(NoteRef(path, heading, title, tags))
+        return result
 
     def apply(self, gen: int, updates: Sequence[FileUpdate], deleted: Iterable[str] = ()) -> None:
         """Record new note states and forget deleted notes, in one transaction."""
@@ -238,12 +286,25 @@ class Manifest:
             for update in updates:
                 r = update.record
                 db.execute(
-                    "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (gen, r.path, r.size, r.mtime_ns, r.content_hash, r.status, r.reason, now),
+                    "INSERT INTO files (gen, path, size, mtime_ns, content_hash, status, reason,"
+                    " indexed_at, title, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        gen,
+                        r.path,
+                        r.size,
+                        r.mtime_ns,
+                        r.content_hash,
+                        r.status,
+                        r.reason,
+                        now,
+                        update.title,
+                        update.tags,
+                    ),
                 )
                 db.executemany(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
-                    [(gen, c.id, r.path, c.seq, c.text_hash) for c in update.chunks],
+                    "INSERT INTO chunks (gen, id, path, seq, text_hash, heading)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [(gen, c.id, r.path, c.seq, c.text_hash, c.heading) for c in update.chunks],
                 )
 
     def touch(self, gen: int, path: str, size: int, mtime_ns: int) -> None:
@@ -266,10 +327,13 @@ class Manifest:
             "SELECT status, COUNT(*) FROM files WHERE gen = ? GROUP BY status", (gen,)
         )
         by_status = dict(rows)
-        chunks = self._rows("SELECT COUNT(*) FROM chunks WHERE gen = ?", (gen,))[0][0]
+        chunks, texts = self._rows(
+            "SELECT COUNT(*), COUNT(DISTINCT text_hash) FROM chunks WHERE gen = ?", (gen,)
+        )[0]
         return {
             "files": by_status.get("indexed", 0) + by_status.get("empty", 0),
             "chunks": int(chunks),
+            "vectors": int(texts),
             "skipped": by_status.get("skipped", 0),
         }
 

@@ -20,6 +20,7 @@ import psutil
 from novad import __version__, protocol
 from novad.errors import ProtocolError, StoreError
 from novad.indexer import SourceMissing
+from novad.manifest import NoteRef
 from novad.protocol import MAX_K, MAX_QUERY_CHARS, Request, check_args, get_arg
 from novad.server import Emit, Server
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 _PROGRESS_EVERY_S = 0.25
 _LIST_LIMIT = 50
+# A text many notes hold (a template's boilerplate) names this many of them in its hit.
+_PATHS_PER_HIT = 20
 
 
 class Ops:
@@ -99,6 +102,7 @@ class Ops:
         store = {
             "notes": d.counts["files"],
             "chunks": d.counts["chunks"],
+            "vectors": d.counts["vectors"],
             "skipped": d.counts["skipped"],
             "store_bytes": _tree_bytes(d.config.chroma_dir),
             "state_dir_bytes": _tree_bytes(d.config.state_dir),
@@ -199,13 +203,14 @@ class Ops:
 
     def _search(self, query: str, k: int) -> list[dict[str, Any]]:
         d = self._daemon
+        assert d.manifest is not None
         vector = d.embedder.embed([query])[0]
         for _ in range(2):
             gen = d.gen
             assert gen is not None
             try:
                 rows = d.store.query(gen.collection, vector, k) if d.counts["chunks"] else []
-                return [_hit(row) for row in rows]
+                return _hits(rows, d.manifest.notes_of_texts(gen.gen, [r["id"] for r in rows]))
             except StoreError:
                 if d.gen is gen:
                     raise
@@ -227,17 +232,30 @@ class Ops:
             )
 
 
-def _hit(row: dict[str, Any]) -> dict[str, Any]:
-    meta = row["metadata"]
-    tags = str(meta.get("tags", ""))
-    return {
-        "path": meta.get("path", ""),
-        "heading": meta.get("heading", ""),
-        "title": meta.get("title", ""),
-        "text": row["document"] or "",
-        "score": round(1.0 - row["distance"], 4),
-        "tags": [t for t in tags.split(",") if t],
-    }
+def _hits(rows: list[dict[str, Any]], notes: dict[str, list[NoteRef]]) -> list[dict[str, Any]]:
+    """One hit per stored text: the first note that holds it, and the others' paths.
+
+    A text no note holds any more (a pass deleted it after the query) is left out.
+    """
+    hits = []
+    for row in rows:
+        refs = notes.get(row["id"])
+        if not refs:
+            continue
+        first = refs[0]
+        hits.append(
+            {
+                "path": first.path,
+                "heading": first.heading,
+                "title": first.title,
+                "text": row["document"] or "",
+                "score": round(1.0 - row["distance"], 4),
+                "tags": [t for t in first.tags.split(",") if t],
+                "notes": len(refs),
+                "paths": [ref.path for ref in refs[:_PATHS_PER_HIT]],
+            }
+        )
+    return hits
 
 
 def _tree_bytes(path: Path) -> int:

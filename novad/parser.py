@@ -70,8 +70,23 @@ _TAG_SEPARATORS = re.compile(r"[,\s]+")
 # Stands in for code, escapes, links and HTML so that a '#' right after them is no tag.
 _OPAQUE = "\ufffc"
 
-# libyaml's safe loader when PyYAML was built with it: same types, several times faster.
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _FrontMatterLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A safe loader (libyaml's when PyYAML was built with it: several times faster).
+
+    A date that looks like one but is not on the calendar (``2024-02-30``) stays text, so
+    one slip does not cost the note its title and tags.
+    """
+
+
+def _lenient_timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except ValueError:
+        return loader.construct_scalar(node)
+
+
+_FrontMatterLoader.add_constructor("tag:yaml.org,2002:timestamp", _lenient_timestamp)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_YAML_NODES = 10_000
 
@@ -180,7 +195,7 @@ def _load_front_matter(source: str | None, warnings: list[str]) -> dict[Any, Any
     if source is None:
         return {}
     try:
-        loaded = yaml.load(source, Loader=_YAML_LOADER)  # a safe loader, see above
+        loaded = yaml.load(source, Loader=_FrontMatterLoader)  # a safe loader, see above
     except (yaml.YAMLError, ValueError, TypeError, RecursionError) as exc:
         warnings.append(
             f"front matter is not valid YAML ({_yaml_problem(exc)}); indexed without metadata"

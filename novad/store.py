@@ -1,5 +1,8 @@
 """The vector store: ChromaDB collections, one per generation.
 
+A collection holds one record per distinct embedded text, its id the text's hash; which
+notes hold a text is the manifest's business (see ``novad.manifest`` for why).
+
 Only the daemon opens the store (DESIGN: one writer). Telemetry is switched off in the
 client settings. Collections are created with no embedding function, so Chroma never
 tries to fetch a model: Nova always passes vectors in.
@@ -44,12 +47,11 @@ _SEGMENT_DIR = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9
 
 @dataclass(frozen=True)
 class ChunkEntry:
-    """One chunk to write: id, vector, document text and scalar metadata."""
+    """One text to write: id (the text's hash), vector and the chunk text shown in hits."""
 
     id: str
     vector: np.ndarray
     document: str
-    metadata: dict[str, str | int | float | bool]
 
 
 def chromadb_version() -> str:
@@ -122,31 +124,20 @@ class Store:
         return len(stale)
 
     def upsert(self, name: str, entries: Sequence[ChunkEntry]) -> None:
-        """Write chunks, in batches the client accepts."""
+        """Write texts with their vectors, in batches the client accepts."""
         col = self._collection(name)
         for batch in _batches(entries, self.max_batch):
             col.upsert(
                 ids=[e.id for e in batch],
                 embeddings=np.stack([e.vector for e in batch]),
                 documents=[e.document for e in batch],
-                metadatas=[e.metadata for e in batch],
             )
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
-        """Delete chunks by id, in batches the client accepts."""
+        """Delete texts by id, in batches the client accepts."""
         col = self._collection(name)
         for batch in _batches(list(ids), self.max_batch):
             col.delete(ids=batch)
-
-    def vectors(self, name: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of the given ids; ids absent from the store are left out."""
-        col = self._collection(name)
-        found: dict[str, np.ndarray] = {}
-        for batch in _batches(list(ids), self.max_batch):
-            got = col.get(ids=batch, include=["embeddings"])
-            for chunk_id, vector in zip(got["ids"], got["embeddings"], strict=True):
-                found[chunk_id] = np.asarray(vector, dtype=np.float32)
-        return found
 
     def all_ids(self, name: str) -> set[str]:
         """Every chunk id in the collection, read page by page."""
@@ -161,28 +152,19 @@ class Store:
             offset += _READ_PAGE
 
     def count(self, name: str) -> int:
-        """Number of chunks in the collection."""
+        """Number of texts (vectors) in the collection."""
         return int(self._collection(name).count())
 
     def query(self, name: str, vector: np.ndarray, k: int) -> list[dict[str, Any]]:
-        """The ``k`` nearest chunks, each with id, document, metadata and cosine distance."""
+        """The ``k`` nearest texts, each with id, document and cosine distance."""
         col = self._collection(name)
         res = col.query(
             query_embeddings=vector.reshape(1, -1),
             n_results=k,
-            include=["documents", "metadatas", "distances"],
+            include=["documents", "distances"],
         )
-        rows = zip(
-            res["ids"][0],
-            res["documents"][0],
-            res["metadatas"][0],
-            res["distances"][0],
-            strict=True,
-        )
-        return [
-            {"id": i, "document": d, "metadata": dict(m or {}), "distance": float(dist)}
-            for i, d, m, dist in rows
-        ]
+        rows = zip(res["ids"][0], res["documents"][0], res["distances"][0], strict=True)
+        return [{"id": i, "document": d, "distance": float(dist)} for i, d, dist in rows]
 
 
 def _catalogued_segments(catalogue: Path) -> set[str]:

@@ -134,8 +134,11 @@ class NovaProcess:
 
 
 def read_store(state_dir: Path) -> dict[str, list[str]]:
-    """Open the stopped daemon's real ChromaDB store: note id -> its chunk texts.
+    """Open the stopped daemon's real ChromaDB store: note id -> its chunk texts, in order.
 
+    The store holds one record per distinct text; the manifest says which notes hold it.
+    Checks on the way that the store holds exactly the texts the manifest's notes hold
+    (nothing stale, nothing missing), each with a vector of the model's dimension.
     Only call this once the daemon has exited: the store has one writer.
     """
     import sqlite3
@@ -145,7 +148,12 @@ def read_store(state_dir: Path) -> dict[str, list[str]]:
     from chromadb.config import Settings
 
     db = sqlite3.connect(state_dir / "manifest.sqlite3")
-    (collection,) = db.execute("SELECT collection FROM generations WHERE state='active'").fetchone()
+    gen, collection = db.execute(
+        "SELECT gen, collection FROM generations WHERE state='active'"
+    ).fetchone()
+    rows = db.execute(
+        "SELECT path, text_hash FROM chunks WHERE gen = ? ORDER BY path, seq", (gen,)
+    ).fetchall()
     db.close()
     # chromadb keeps one client per path in a process, with its vector index in memory; a
     # daemon has written since the last read, so that cached view is stale (chroma#3792).
@@ -153,13 +161,17 @@ def read_store(state_dir: Path) -> dict[str, list[str]]:
     client = chromadb.PersistentClient(
         path=str(state_dir / "chroma"), settings=Settings(anonymized_telemetry=False)
     )
-    got = client.get_collection(collection).get(include=["documents", "metadatas", "embeddings"])
+    got = client.get_collection(collection).get(include=["documents", "embeddings"])
+    texts: dict[str, str] = {}
+    for text_id, doc, vector in zip(got["ids"], got["documents"], got["embeddings"], strict=True):
+        assert len(vector) == 384, "every stored text has a vector of the model's dimension"
+        texts[text_id] = doc
+    held = {digest for _, digest in rows}
+    assert set(texts) - held == set(), "the store holds texts that no note holds"
+    assert held - set(texts) == set(), "notes hold texts that are missing from the store"
     result: dict[str, list[str]] = {}
-    for doc, meta, vector in zip(
-        got["documents"], got["metadatas"], got["embeddings"], strict=True
-    ):
-        assert len(vector) == 384, "every stored chunk has a vector of the model's dimension"
-        result.setdefault(str(meta["path"]), []).append(doc)
+    for path, digest in rows:
+        result.setdefault(path, []).append(texts[digest])
     return result
 
 

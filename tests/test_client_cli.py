@@ -117,6 +117,8 @@ HIT = {
     "text": "Water deeply\nonce a week, more in a heat wave.",
     "score": 0.8123,
     "tags": ["garden"],
+    "notes": 3,
+    "paths": ["garden/tomatoes.md", "garden/z1.md", "garden/z2.md"],
 }
 CANNED: dict[str, dict[str, Any]] = {
     "ping": {"version": "0.1.0", "pid": 4242},
@@ -220,7 +222,10 @@ def flat(text: str) -> str:
         (["ping"], ["novad 0.1.0", "4242"]),
         (["status"], ["rebuilding", "/home/ada/notes", "(present)", "native", "embedding"]),
         (["stats"], ["nova_g2", "100.0 %", "bin/blob.md", "not valid UTF-8", "Recent passes"]),
-        (["search", "how", "often", "to", "water"], ["0.812", "tomatoes.md", "[weekly]"]),
+        (
+            ["search", "how", "often", "to", "water"],
+            ["0.812", "tomatoes.md", "[weekly]", "+2 more notes"],
+        ),
         (["wait"], ["Caught up", "250 ms"]),
     ],
 )

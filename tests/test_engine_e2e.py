@@ -361,3 +361,34 @@ def test_repeated_full_rebuilds_and_touches_do_not_grow_the_state_dir(
     result = daemon.call("rebuild", {}, read_timeout_s=300)
     assert result["texts_embedded"] == 0 and result["chunks_embedded"] == 0
     assert daemon.call("stats")["store"]["chunks"] == 150
+
+
+def test_notes_made_from_one_template_do_not_hide_the_rest_from_search(
+    nova: Nova, notes_dir: Path
+) -> None:
+    """Hundreds of identical chunks are one vector, so the HNSW graph still reaches the rest.
+
+    Stored once per note, identical vectors link only to each other in the graph, and a
+    search that enters them never finds the note that says what was asked.
+    """
+    daily = notes_dir / "daily"
+    daily.mkdir()
+    template = "# Daily\n\n## Tasks\n\n- [ ]\n\n## Journal\n\nNothing yet.\n"
+    for day in range(200):
+        (daily / f"d{day:03d}.md").write_text(template)
+    daemon = nova(notes_dir)
+    status = daemon.wait_idle()
+    assert status["vectors"] < status["chunks"], "identical texts share one vector"
+    (notes_dir / "groceries.md").write_text("Grocery list: buy oat milk and lentils.\n")
+    daemon.call("wait")
+    hits = daemon.search("buy oat milk and lentils", k=3)
+    assert hits[0]["path"] == "groceries.md"
+    assert all(h["path"] != "groceries.md" for h in hits[1:]), "one hit per text"
+    template_hit = daemon.search("Nothing yet", k=1)[0]
+    assert template_hit["path"] == "daily/d000.md" and template_hit["notes"] == 200
+    assert len(template_hit["paths"]) == 20
+    for day in range(200):
+        (daily / f"d{day:03d}.md").unlink()
+    daemon.call("wait")
+    daemon.stop()
+    assert all(not p.startswith("daily/") for p in read_store(daemon.state_dir))

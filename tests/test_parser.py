@@ -183,10 +183,11 @@ def test_invalid_yaml_keeps_the_body_without_metadata_and_warns() -> None:
     assert note.warnings[0].endswith("); indexed without metadata")
 
 
-def test_impossible_calendar_date_is_invalid_yaml_not_a_crash() -> None:
-    note = parse("---\ndate: 2024-02-30\n---\nBody\n")
-    assert note.metadata == {}
-    assert "not valid YAML" in note.warnings[0]
+def test_impossible_calendar_date_stays_text_and_keeps_the_rest() -> None:
+    note = parse("---\ntitle: Plan\ndate: 2024-02-30\ntags: [a]\n---\nBody\n")
+    assert note.metadata["date"] == "2024-02-30"
+    assert (note.title, note.tags) == ("Plan", ("a",))
+    assert note.warnings == ()
 
 
 def test_front_matter_that_is_not_a_mapping_is_ignored_with_a_warning() -> None:

@@ -14,10 +14,7 @@ from novad.store import ChunkEntry, Store
 def entries(count: int) -> list[ChunkEntry]:
     rng = np.random.default_rng(7)
     vectors = rng.normal(size=(count, 8)).astype(np.float32)
-    return [
-        ChunkEntry(f"id-{i}", vectors[i], f"text {i}", {"path": f"n{i}.md", "heading": ""})
-        for i in range(count)
-    ]
+    return [ChunkEntry(f"id-{i}", vectors[i], f"text {i}") for i in range(count)]
 
 
 def test_writes_and_deletes_are_cut_to_the_batch_size_the_client_reports(tmp_path: Path) -> None:
@@ -33,14 +30,14 @@ def test_writes_and_deletes_are_cut_to_the_batch_size_the_client_reports(tmp_pat
     assert store.all_ids("nova-g000001") == {f"id-{i}" for i in range(45, 50)}
 
 
-def test_stored_vectors_can_be_read_back_for_reuse(tmp_path: Path) -> None:
+def test_query_gives_the_nearest_texts_with_their_documents(tmp_path: Path) -> None:
     store = Store(tmp_path / "chroma")
     store.create("nova-g000001", "test-model", 8)
     written = entries(3)
     store.upsert("nova-g000001", written)
-    got = store.vectors("nova-g000001", ["id-1", "missing"])
-    assert set(got) == {"id-1"}
-    assert np.allclose(got["id-1"], written[1].vector)
+    (best, *_) = store.query("nova-g000001", written[1].vector, 2)
+    assert (best["id"], best["document"]) == ("id-1", "text 1")
+    assert abs(best["distance"]) < 1e-5
 
 
 def test_only_nova_collections_are_listed_and_dropping_is_idempotent(tmp_path: Path) -> None:
