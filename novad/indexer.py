@@ -263,7 +263,7 @@ class Indexer:
             "kind": "full" if full else "incremental",
             "generation": gen.gen,
             "files": {k: len(v) for k, v in files.items()} | {"unchanged": unchanged},
-            "examples": {k: v[:_PLAN_EXAMPLES] for k, v in files.items() if v},
+            "examples": {k: v[:_PLAN_EXAMPLES] for k, v in files.items()},
             "chunks": chunks,
             "chunks_per_s": chunks_per_s,
             "estimate_s": round(estimate, 3) if estimate is not None else None,

@@ -184,6 +184,7 @@ def test_dry_run_plans_exactly_what_the_pass_then_does(nova: Nova, home: Path) -
         "unchanged": 1,
     }
     assert plan["examples"]["rename"] == ["move.md -> sub/moved.md"]
+    assert set(plan["examples"]) == {"add", "change", "rename", "delete", "skip"}
     assert plan["chunks"] == {"embed": 2, "reuse": 1, "keep": 1, "delete": 3}
     assert plan["chunks_per_s"] > 0, "the startup pass measured a throughput"
     assert plan["estimate_s"] == pytest.approx(2 / plan["chunks_per_s"], abs=0.001)
