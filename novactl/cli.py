@@ -28,7 +28,14 @@ import click
 from rich.console import Console
 
 from novactl import render
-from novactl.client import BadReply, Client, DaemonError, EventHandler, NotRunning
+from novactl.client import (
+    BadReply,
+    Client,
+    DaemonError,
+    EventHandler,
+    NotRunning,
+    SocketPathTooLong,
+)
 from novad import __version__
 from novad.paths import default_socket_path
 from novad.protocol import (
@@ -66,9 +73,11 @@ nothing else.
 \b
 Exit codes:
   0    success
-  1    the daemon answered with an error, its pass failed, or you said no
+  1    the daemon answered with an error, its pass did not end ok (failed,
+       skipped or cancelled), or you said no
   2    usage error, including rebuild --full with no terminal and no --force
-  3    no daemon reachable: socket missing, stale, forbidden or not answering
+  3    no daemon reachable: socket missing, stale, forbidden or not answering,
+       or its path too long for a Unix socket
   130  interrupted (Ctrl-C)
 """
 
@@ -168,11 +177,17 @@ def _wait_through_start(client: Client, wait_s: float) -> dict[str, Any]:
         try:
             return client.call("wait", {"timeout_s": left}, read_timeout_s=left + client.timeout_s)
         except (NotRunning, DaemonError) as exc:
-            starting = isinstance(exc, NotRunning) or exc.code == "not-ready"
-            if not starting or time.monotonic() + _START_POLL_S >= deadline:
+            if not _may_be_starting(exc) or time.monotonic() + _START_POLL_S >= deadline:
                 raise
         time.sleep(_START_POLL_S)
         left = max(deadline - time.monotonic(), 0.001)
+
+
+def _may_be_starting(exc: NotRunning | DaemonError) -> bool:
+    """Whether ``exc`` may come from a daemon that is still starting, so a retry can help."""
+    if isinstance(exc, DaemonError):
+        return exc.code == NOT_READY
+    return not isinstance(exc, SocketPathTooLong)
 
 
 def _print_json(value: Any) -> None:
@@ -274,7 +289,8 @@ def rebuild(session: Session, full: bool, force: bool, dry_run: bool, as_json: b
     Without --full the pass indexes only what changed. With --full every note is embedded
     again into a new generation; searches keep using the current one until it is done.
     If a pass is already running, the answer says whether this request joined it or waits
-    for it.
+    for it. Exits 1 if the pass does not end ok: failed, cancelled, or skipped (a source
+    folder that is missing, unreadable or suddenly empty).
     """
     if dry_run:
         plan = _call(session, "rebuild", {"full": full, "dry_run": True})
@@ -403,7 +419,8 @@ def wait_command(session: Session, wait_s: float, as_json: bool) -> None:
 
     A daemon that is still starting (no socket yet, model loading) is waited for too, so
     `novad ... & novactl wait` works. Exits 0 once it has caught up; 1 with a message if it
-    has not within --timeout seconds; 3 if no daemon came up in that time.
+    has not within --timeout seconds or the pass that should catch up did not end ok; 3 if
+    no daemon came up in that time.
     """
     with _Reporting(session, "wait"):
         result = _wait_through_start(session.client, wait_s)

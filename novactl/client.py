@@ -16,6 +16,7 @@ Every failure is a ``NovaError``; library and socket errors are converted here::
 
     ClientError
     ├── NotRunning    no daemon reachable: socket missing, stale, forbidden, silent or gone
+    │   └── SocketPathTooLong   the path cannot be a Unix socket's; no daemon can be there
     ├── DaemonError   the daemon answered ``ok: false``; carries its stable ``code``
     └── BadReply      the daemon sent something that is not a valid reply
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import stat
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from typing import Any
 import msgpack
 
 from novad.errors import NovaError
+from novad.paths import MAX_SOCKET_PATH_BYTES, socket_path_too_long
 from novad.protocol import MAX_REPLY_BYTES, make_unpacker, pack, request
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,10 @@ class NotRunning(ClientError):
     """No daemon can be reached on the socket; the message says why and what to do."""
 
 
+class SocketPathTooLong(NotRunning):
+    """The socket path is over the Unix socket limit, so waiting for a daemon there is futile."""
+
+
 class BadReply(ClientError):
     """The daemon sent bytes or a message that is not a valid reply."""
 
@@ -65,6 +72,15 @@ class DaemonError(ClientError):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def describe_long_socket_path(path: Path) -> str:
+    """Explain that ``path`` is too long to be a Unix socket, and how to name a shorter one."""
+    size = len(os.fsencode(str(path)))
+    return (
+        f"the socket path {path} is {size} bytes, too long for a Unix socket (at most "
+        f"{MAX_SOCKET_PATH_BYTES} bytes). Pass a shorter path with --socket or NOVA_SOCKET."
+    )
 
 
 def describe_connect_failure(path: Path, exc: OSError, timeout_s: float) -> str:
@@ -183,6 +199,8 @@ class Client:
 
     def _connect(self) -> socket.socket:
         """Open a connection to the daemon, converting failures to ``NotRunning``."""
+        if socket_path_too_long(self.socket_path):
+            raise SocketPathTooLong(describe_long_socket_path(self.socket_path))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout_s)
         try:

@@ -9,19 +9,19 @@ flags. No other module reads the environment. Every setting carries its unit in 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from novad import paths
 from novad.errors import ConfigError
+from novad.paths import MAX_SOCKET_PATH_BYTES
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-# AF_UNIX paths are limited to 108 bytes on Linux, including the terminating NUL.
-MAX_SOCKET_PATH_BYTES = 107
 
 
 def _default_threads() -> int:
@@ -73,6 +73,18 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _PATH_FIELDS = {"source", "state_dir", "socket_path", "config_file"}
+_AT_LEAST_ONE = (
+    "embed_threads",
+    "embed_batch_size",
+    "chunk_target_tokens",
+    "max_file_bytes",
+    "max_request_bytes",
+    "max_connections",
+)
+# Flags whose name is not the setting's name with dashes.
+_FLAG_NAMES = {"socket_path": "--socket", "config_file": "--config"}
+# Where each given setting came from, for messages: "environment variable NOVA_DEBOUNCE_MS".
+Origins = dict[str, str]
 
 
 def default_config_file(env: Mapping[str, str]) -> Path:
@@ -98,12 +110,43 @@ def load_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
     config_file = given.get("config_file") or env.get("NOVA_CONFIG")
     path = Path(config_file) if config_file else default_config_file(env)
     values: dict[str, Any] = {}
+    origins: Origins = {}
     if config_file or _readable_file(path):
-        values.update(_read_toml(path))
+        _merge(values, origins, _read_toml(path), lambda name: f"config file {path}")
         values["config_file"] = path
-    values.update(_from_env(env))
-    values.update(given)
-    return _build(values)
+    _merge(values, origins, _from_env(env), lambda name: f"environment variable {_env(name, env)}")
+    _merge(values, origins, given, lambda name: f"flag {_flag(name)}")
+    return _build(values, origins)
+
+
+def _merge(
+    values: dict[str, Any],
+    origins: Origins,
+    layer: Mapping[str, Any],
+    origin: Callable[[str], str],
+) -> None:
+    """Lay ``layer`` over ``values``, recording ``origin(name)`` for each setting it gives."""
+    for name, value in layer.items():
+        values[name] = value
+        origins[name] = origin(name)
+
+
+def _env(name: str, env: Mapping[str, str]) -> str:
+    """The environment variable a setting was read from (``_from_env`` prefers NOVA_SOCKET)."""
+    if name == "socket_path" and "NOVA_SOCKET" in env:
+        return "NOVA_SOCKET"
+    return f"NOVA_{name.upper()}"
+
+
+def _flag(name: str) -> str:
+    """The command-line flag of a setting: ``debounce_ms`` is ``--debounce-ms``."""
+    return _FLAG_NAMES.get(name) or "--" + name.replace("_", "-")
+
+
+def _from(origins: Mapping[str, str], name: str) -> str:
+    """`` (from <where>)``, naming where a setting's value came from, for messages."""
+    origin = origins.get(name)
+    return f" (from {origin})" if origin else " (the default)"
 
 
 def _readable_file(path: Path) -> bool:
@@ -142,7 +185,7 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def _coerce(name: str, value: Any) -> Any:
+def _coerce(name: str, value: Any, origins: Origins) -> Any:
     default = _FIELDS[name].default
     kind = type(default) if default is not dataclasses.MISSING else None
     try:
@@ -157,49 +200,68 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         return str(value)
     except (TypeError, ValueError) as exc:
+        kind_name = kind.__name__ if kind else "value"
         raise ConfigError(
-            f"setting {name}={value!r} is not a valid {kind.__name__ if kind else 'value'}"
+            f"setting {name}={value!r}{_from(origins, name)} is not a valid {kind_name}"
         ) from exc
 
 
-def _build(values: dict[str, Any]) -> Config:
+def _build(values: dict[str, Any], origins: Origins) -> Config:
     if "source" not in values:
         raise ConfigError("no source folder: pass --source DIR (or set source in the config file)")
-    coerced = {k: _coerce(k, v) for k, v in values.items()}
+    coerced = {k: _coerce(k, v, origins) for k, v in values.items()}
     coerced["source"] = coerced["source"].absolute()
     config = Config(**coerced)
-    _check(config)
+    _check(config, origins)
     return config
 
 
-def _check(config: Config) -> None:
-    if config.source.exists() and not config.source.is_dir():
-        raise ConfigError(f"source {config.source} is a file, not a folder of notes")
-    if config.state_dir.exists() and not config.state_dir.is_dir():
-        raise ConfigError(f"state_dir {config.state_dir} is a file, not a folder")
-    if not 1 <= config.embed_threads <= 256:
-        raise ConfigError(f"embed_threads must be between 1 and 256, got {config.embed_threads}")
+def _check(config: Config, origins: Origins) -> None:
+    """Refuse contradictory or out-of-range settings, naming where each value came from."""
+    at = functools.partial(_from, origins)
+    _check_paths(config, at)
+    _check_numbers(config, at)
     if config.log_level not in LOG_LEVELS:
-        raise ConfigError(f"log_level {config.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
-    for name in (
-        "embed_threads",
-        "embed_batch_size",
-        "chunk_target_tokens",
-        "max_file_bytes",
-        "max_request_bytes",
-        "max_connections",
-    ):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"setting {name} must be at least 1, got {getattr(config, name)}")
-    if not 0 < config.shutdown_timeout_s < 3600:
-        got = config.shutdown_timeout_s
-        raise ConfigError(f"shutdown_timeout_s must be between 0 and 3600 seconds, got {got}")
-    if config.debounce_ms < 0 or config.max_wait_ms < config.debounce_ms:
-        raise ConfigError("debounce_ms must be >= 0 and max_wait_ms >= debounce_ms")
-    if len(os.fsencode(str(config.socket_path))) > MAX_SOCKET_PATH_BYTES:
         raise ConfigError(
-            f"socket path {config.socket_path} is longer than the {MAX_SOCKET_PATH_BYTES}-byte "
-            "limit of Unix sockets; choose a shorter --socket"
+            f"log_level {config.log_level!r}{at('log_level')} must be one of "
+            f"{', '.join(LOG_LEVELS)}"
         )
     if not config.extensions or not all(e.startswith(".") for e in config.extensions):
-        raise ConfigError(f"extensions must be suffixes starting with '.', got {config.extensions}")
+        raise ConfigError(
+            f"extensions must be suffixes starting with '.', got {config.extensions}"
+            f"{at('extensions')}"
+        )
+
+
+def _check_paths(config: Config, at: Callable[[str], str]) -> None:
+    if config.source.exists() and not config.source.is_dir():
+        raise ConfigError(f"source {config.source}{at('source')} is a file, not a folder of notes")
+    if config.state_dir.exists() and not config.state_dir.is_dir():
+        raise ConfigError(f"state_dir {config.state_dir}{at('state_dir')} is a file, not a folder")
+    if paths.socket_path_too_long(config.socket_path):
+        raise ConfigError(
+            f"socket path {config.socket_path}{at('socket_path')} is longer than the "
+            f"{MAX_SOCKET_PATH_BYTES}-byte limit of Unix sockets; choose a shorter one"
+        )
+
+
+def _check_numbers(config: Config, at: Callable[[str], str]) -> None:
+    if not 1 <= config.embed_threads <= 256:
+        got = config.embed_threads
+        raise ConfigError(
+            f"embed_threads must be between 1 and 256, got {got}{at('embed_threads')}"
+        )
+    for name in _AT_LEAST_ONE:
+        if (got := getattr(config, name)) < 1:
+            raise ConfigError(f"setting {name} must be at least 1, got {got}{at(name)}")
+    if not 0 < config.shutdown_timeout_s < 3600:
+        raise ConfigError(
+            f"shutdown_timeout_s must be between 0 and 3600 seconds, got "
+            f"{config.shutdown_timeout_s}{at('shutdown_timeout_s')}"
+        )
+    if config.debounce_ms < 0 or config.max_wait_ms < config.debounce_ms:
+        raise ConfigError(
+            "debounce_ms must be >= 0 and max_wait_ms >= debounce_ms, got debounce_ms="
+            f"{config.debounce_ms}{at('debounce_ms')} and max_wait_ms={config.max_wait_ms}"
+            f"{at('max_wait_ms')}"
+        )

@@ -154,7 +154,7 @@ class Ops:
         try:
             return d.indexer.plan(d.gen, full=full, chunks_per_s=rate)
         except SourceMissing as exc:
-            raise ProtocolError(protocol.NOT_READY, str(exc)) from None
+            raise ProtocolError(protocol.SOURCE_MISSING, str(exc)) from None
 
     async def wait(self, req: Request, emit: Emit) -> dict[str, Any]:
         """Return once every change made before the request is searchable."""

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 SOCKET_NAME = "novad.sock"
+# AF_UNIX paths are limited to 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -40,3 +42,8 @@ def default_socket_path(env: Mapping[str, str] | None = None) -> Path:
     if env.get("NOVA_SOCKET"):
         return Path(env["NOVA_SOCKET"])
     return default_runtime_dir(env) / SOCKET_NAME
+
+
+def socket_path_too_long(path: Path) -> bool:
+    """Whether ``path`` is over the byte limit of a Unix socket's address."""
+    return len(os.fsencode(str(path))) > MAX_SOCKET_PATH_BYTES

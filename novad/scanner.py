@@ -87,8 +87,7 @@ def expand_changes(
         rel = _relative(source, path)
         if rel is None:
             continue
-        # os.path.isdir, unlike Path.is_dir on 3.11, says False for a folder it may not enter.
-        if rel == "" or (os.path.isdir(source / rel) and not passes_a_link(source, rel + "/")):
+        if rel == "" or _is_enterable(source, rel):
             result.update(walk_notes(source, extensions, rel))
         note = relative_note_path(source, path, extensions)
         if note is not None:
@@ -125,13 +124,26 @@ def _under(known_sorted: list[str], prefix: str) -> Iterator[str]:
 
 
 def _relative(source: Path, path: Path) -> str | None:
+    """The relative path of a watcher path, or None if it lies in a folder never entered.
+
+    Only the folders on the way count: the last part may be a hidden note (``.new.md``),
+    and a hidden folder it may name is not walked (``_is_enterable``).
+    """
     try:
         rel = path.relative_to(source)
     except ValueError:
         return None
-    if any(is_skipped_dir(p) for p in rel.parts):
+    if any(is_skipped_dir(p) for p in rel.parts[:-1]):
         return None
     return "" if rel == Path(".") else rel.as_posix()
+
+
+def _is_enterable(source: Path, rel: str) -> bool:
+    """Whether ``rel`` is a folder the walk would enter: not hidden or trash, no link on the way."""
+    if is_skipped_dir(rel.rsplit("/", 1)[-1]):
+        return False
+    # os.path.isdir, unlike Path.is_dir on 3.11, says False for a folder it may not enter.
+    return os.path.isdir(source / rel) and not passes_a_link(source, rel + "/")
 
 
 def _is_utf8(rel: Path) -> bool:

@@ -310,6 +310,21 @@ def test_failed_pass_exits_1_with_its_error(daemon: FakeDaemon) -> None:
     assert "pass #7 failed: disk full" in flat(result.stderr)
 
 
+@pytest.mark.parametrize("outcome", ["failed", "skipped", "cancelled"])
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_a_pass_that_does_not_end_ok_exits_1_with_its_reason(
+    daemon: FakeDaemon, outcome: str, json_flag: list[str]
+) -> None:
+    reason = "source folder /home/ada/notes is missing"
+    ended = {**PASS, "id": 41, "outcome": outcome, "error": reason, "admission": "started"}
+    daemon.answers["rebuild"] = lambda req: [protocol.ok_reply(req.id, ended)]
+
+    result = run(daemon.path, "rebuild", *json_flag)
+
+    assert result.exit_code == 1, result.output
+    assert f"pass #41 {outcome}: {reason}" in flat(result.stderr)
+
+
 def test_full_rebuild_without_tty_or_force_is_refused(daemon: FakeDaemon) -> None:
     result = run(daemon.path, "rebuild", "--full")
 
@@ -406,6 +421,35 @@ def test_daemon_that_hangs_up_counts_as_not_running(daemon: FakeDaemon) -> None:
     assert "closed the connection before answering `ping`" in str(caught.value)
 
 
+def long_socket_path(socket_dir: Path) -> Path:
+    """A socket path of 130 bytes or more, over the 107-byte limit of Unix sockets."""
+    path = socket_dir / ("d" * 60) / ("s" * 60 + ".sock")
+    assert len(os.fsencode(str(path))) > 107
+    return path
+
+
+def test_a_socket_path_too_long_says_so_and_how_to_fix_it(socket_dir: Path) -> None:
+    result = run(long_socket_path(socket_dir), "status")
+
+    assert result.exit_code == 3
+    message = flat(result.stderr)
+    assert "too long for a Unix socket (at most 107 bytes)" in message
+    assert "shorter path with --socket or NOVA_SOCKET" in message
+    assert "novad --source" not in message
+    assert "AF_UNIX" not in message
+
+
+def test_wait_does_not_wait_for_a_daemon_on_a_socket_path_too_long(socket_dir: Path) -> None:
+    env = {"NOVA_SOCKET": str(long_socket_path(socket_dir))}
+    began = time.monotonic()
+
+    result = CliRunner().invoke(cli.main, ["wait", "--timeout", "30"], env=env)
+
+    assert result.exit_code == 3
+    assert "too long for a Unix socket" in flat(result.stderr)
+    assert time.monotonic() - began < 5, "no daemon can ever listen there"
+
+
 def test_permission_denied_says_who_may_connect() -> None:
     path = Path("/run/nova/novad.sock")
 
@@ -421,6 +465,7 @@ def test_help_documents_the_exit_codes() -> None:
     assert result.exit_code == 0
     for line in ("0    success", "1    the daemon answered", "3    no daemon reachable"):
         assert line in result.stdout
+    assert "its pass did not end ok (failed, skipped or cancelled)" in flat(result.stdout)
 
 
 def test_importing_the_client_pulls_in_nothing_heavy() -> None:

@@ -57,6 +57,42 @@ def test_a_non_numeric_environment_value_is_refused(tmp_path: Path) -> None:
         load_config({"source": "/n"}, env)
 
 
+@pytest.mark.parametrize(
+    ("flags", "env", "toml", "message"),
+    [
+        (
+            {},
+            {"NOVA_DEBOUNCE_MS": "abc"},
+            "",
+            "debounce_ms='abc' (from environment variable NOVA_DEBOUNCE_MS) is not a valid int",
+        ),
+        ({}, {}, 'max_wait_ms = "later"\n', "max_wait_ms='later' (from config file {toml}) is not"),
+        ({"embed_batch_size": "many"}, {}, "", "(from flag --embed-batch-size) is not a valid int"),
+        (
+            {},
+            {"NOVA_EMBED_THREADS": "0"},
+            "",
+            "got 0 (from environment variable NOVA_EMBED_THREADS)",
+        ),
+        ({}, {"NOVA_SOCKET": "/tmp/" + "s" * 120}, "", "(from environment variable NOVA_SOCKET)"),
+        ({"socket_path": "/tmp/" + "s" * 120}, {}, "", "(from flag --socket) is longer"),
+        ({"debounce_ms": 900}, {}, "max_wait_ms = 100\n", "max_wait_ms=100 (from config file"),
+    ],
+    ids=["env", "file", "flag", "env-range", "env-socket", "flag-socket", "file-and-flag"],
+)
+def test_a_bad_value_names_the_variable_file_or_flag_it_came_from(
+    tmp_path: Path, flags: dict, env: dict, toml: str, message: str
+) -> None:
+    config_file = tmp_path / "novad.toml"
+    config_file.write_text('source = "/n"\n' + toml)
+    env = {**env, "NOVA_CONFIG": str(config_file)}
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(flags, env)
+
+    assert message.format(toml=config_file) in str(caught.value)
+
+
 def test_the_packaged_example_config_loads() -> None:
     example = Path(__file__).resolve().parent.parent / "packaging" / "novad.toml.example"
     config = load_config({"config_file": example}, {})

@@ -27,6 +27,14 @@ def poll_search(
     raise AssertionError(f"{path} not the top hit for {query!r} after {timeout_s} s: {hits}")
 
 
+def poll_files(daemon: NovaProcess, files: int, timeout_s: float = 30.0) -> None:
+    """Wait until ``status`` counts ``files`` notes, looking only (no wait, no rebuild)."""
+    deadline = time.monotonic() + timeout_s
+    while (status := daemon.call("status"))["files"] != files:
+        assert time.monotonic() < deadline, f"status never counted {files} notes: {status}"
+        time.sleep(0.2)
+
+
 def test_first_start_indexes_every_eligible_note_and_records_the_skipped_one(
     nova: Nova, notes_dir: Path
 ) -> None:
@@ -217,6 +225,9 @@ def test_a_vanished_source_folder_keeps_the_index_until_it_returns(
     daemon.call("rebuild")
     assert daemon.call("status")["chunks"] == before["chunks"]
     assert daemon.search("how do I undo a commit")[0]["path"] == "git/undo.md"
+    with pytest.raises(DaemonError) as planned:
+        daemon.call("rebuild", {"dry_run": True})
+    assert planned.value.code == "source-missing" and "missing" in str(planned.value)
 
     shutil.rmtree(moved)
     notes_dir.mkdir()
@@ -392,3 +403,23 @@ def test_a_state_dir_inside_the_source_does_not_wake_passes(nova: Nova, notes_di
     first = daemon.call("stats")["passes"]["total"]
     time.sleep(3)
     assert daemon.call("stats")["passes"]["total"] == first
+
+
+def test_a_hidden_note_is_picked_up_by_the_watcher_alone(nova: Nova, notes_dir: Path) -> None:
+    """Hidden notes are notes: the watcher must not leave them to the next rescan."""
+    daemon = nova(notes_dir)
+    files = daemon.wait_idle()["files"]
+    hidden = notes_dir / ".new.md"
+
+    hidden.write_text("# Seeds\n\nSave the marigold seeds in a paper envelope.\n")
+    poll_files(daemon, files + 1)
+    poll_search(daemon, "marigold seeds paper envelope", ".new.md")
+
+    hidden.write_text("# Seeds\n\nKeep the sunflower seeds in a glass jar instead.\n")
+    poll_search(daemon, "sunflower seeds glass jar", ".new.md", "glass jar")
+
+    hidden.unlink()
+    poll_files(daemon, files)
+    assert all(h["path"] != ".new.md" for h in daemon.search("seeds", k=10))
+    assert daemon.stop() == 0
+    assert ".new.md" not in read_store(daemon.state_dir)

@@ -62,3 +62,19 @@ def test_a_folder_moved_in_expands_to_the_notes_on_disk(tmp_path: Path) -> None:
 def test_changes_in_hidden_folders_and_outside_the_source_are_ignored(tmp_path: Path) -> None:
     paths = [tmp_path / ".git" / "x.md", tmp_path.parent / "elsewhere.md", tmp_path / "n.md.swp"]
     assert expand_changes(tmp_path, paths, [], EXT) == set()
+
+
+def test_a_hidden_note_named_by_the_watcher_is_rechecked(tmp_path: Path) -> None:
+    make_tree(tmp_path, [".new.md", "sub/.draft.txt"])
+    paths = [tmp_path / ".new.md", tmp_path / "sub/.draft.txt", tmp_path / ".gone.md"]
+    known = [".gone.md", "keep.md"]
+    assert expand_changes(tmp_path, paths, known, EXT) == {".new.md", "sub/.draft.txt", ".gone.md"}
+
+
+def test_hidden_folders_and_editor_leftovers_named_by_the_watcher_stay_out(
+    tmp_path: Path,
+) -> None:
+    make_tree(tmp_path, [".obsidian/a.md", ".notes.md/b.md", "@eaDir/c.md", ".#note.md"])
+    names = [".obsidian", ".notes.md/b.md", "@eaDir", ".#note.md", "#note.md#", ".trash"]
+    paths = [tmp_path / name for name in names]
+    assert expand_changes(tmp_path, paths, [], EXT) == set()
