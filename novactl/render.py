@@ -196,7 +196,7 @@ def status_table(status: Mapping[str, Any]) -> Table:
             ("Daemon", _daemon_line(status)),
             ("Source", source),
             ("Notes", fmt_count(status.get("files"))),
-            ("Chunks", fmt_count(status.get("chunks"))),
+            ("Chunks", _chunks_line(status)),
             ("Skipped", fmt_count(status.get("skipped"))),
             ("Pending", fmt_count(status.get("pending"))),
             ("Generation", fmt_count(status.get("generation"))),
@@ -252,7 +252,7 @@ def _store_rows(store: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Rows of store figures."""
     return [
         ("Notes", fmt_count(store.get("notes"))),
-        ("Chunks", fmt_count(store.get("chunks"))),
+        ("Chunks", _chunks_line(store)),
         ("Skipped", fmt_count(store.get("skipped"))),
         ("Store size", fmt_bytes(store.get("store_bytes"))),
         ("State dir size", fmt_bytes(store.get("state_dir_bytes"))),
@@ -375,6 +375,14 @@ def hits_table(hits: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+def _chunks_line(figures: Mapping[str, Any]) -> str:
+    """Chunks, and the distinct texts (vectors) they share, when the daemon says."""
+    line = fmt_count(figures.get("chunks"))
+    if figures.get("vectors") is not None:
+        line += f" ({fmt_count(figures['vectors'])} distinct texts)"
+    return line
+
+
 def _hit_path(hit: Mapping[str, Any]) -> Text:
     """The hit's note, and how many other notes hold the same text."""
     path = Text(str(hit.get("path", DASH)))
@@ -418,6 +426,7 @@ class PassProgress:
             FilesRateColumn(),
             TimeRemainingColumn(),
             console=console,
+            disable=not console.is_terminal,  # piped output gets the summary line alone
         )
         self._task = self._progress.add_task("waiting for the daemon", total=None)
         self.events = 0

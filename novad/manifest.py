@@ -6,9 +6,8 @@ status ``indexed``/``empty``/``skipped``, a reason, title and tags) and ``chunks
 id -> note, position, heading path, hash of the embedded text).
 
 The store holds one vector per distinct embedded text, under the text's hash; the
-``chunks`` rows say which notes hold that text. Many notes made from one template would
-otherwise put hundreds of identical vectors into the HNSW graph, where they link only to
-each other and cut the rest of the index off from searches.
+``chunks`` rows say which notes hold that text. So a text many notes share (a template's
+boilerplate) is embedded and stored once, and a search hit names every note holding it.
 
 Write order, which makes a kill at any instant repairable at the next start:
 

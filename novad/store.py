@@ -1,7 +1,11 @@
 """The vector store: ChromaDB collections, one per generation.
 
 A collection holds one record per distinct embedded text, its id the text's hash; which
-notes hold a text is the manifest's business (see ``novad.manifest`` for why).
+notes hold a text is the manifest's business (see ``novad.manifest`` for why). Searches
+are ranked exactly over the collection's vectors held in memory (``novad.exact`` says
+why ChromaDB's approximate HNSW answers are not good enough for notes); the copy is read
+from ChromaDB at the first search of a collection and kept in step by every write, which
+all pass through this class.
 
 Only the daemon opens the store (DESIGN: one writer). Telemetry is switched off in the
 client settings. Collections are created with no embedding function, so Chroma never
@@ -27,6 +31,7 @@ import logging
 import re
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +42,7 @@ import numpy as np
 from chromadb.config import Settings
 
 from novad.errors import StoreError
+from novad.exact import ExactIndex
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ class Store:
             raise StoreError(f"cannot open the ChromaDB store in {directory}: {exc}") from exc
         self._directory = directory
         self._collections: dict[str, Any] = {}
+        # Held around each write and each load, so a copy never misses a write.
+        self._exact_lock = threading.Lock()
+        self._exact: dict[str, ExactIndex] = {}
         self.prune_segment_dirs()
 
     def create(self, name: str, model: str, dimension: int) -> None:
@@ -101,6 +110,8 @@ class Store:
     def drop(self, name: str) -> None:
         """Delete a collection and its files; a missing one is not an error."""
         self._collections.pop(name, None)
+        with self._exact_lock:
+            self._exact.pop(name, None)
         if name in self.names():
             self._client.delete_collection(name)
             self.prune_segment_dirs()
@@ -127,17 +138,21 @@ class Store:
         """Write texts with their vectors, in batches the client accepts."""
         col = self._collection(name)
         for batch in _batches(entries, self.max_batch):
-            col.upsert(
-                ids=[e.id for e in batch],
-                embeddings=np.stack([e.vector for e in batch]),
-                documents=[e.document for e in batch],
-            )
+            ids = [e.id for e in batch]
+            vectors = np.stack([e.vector for e in batch])
+            with self._exact_lock:
+                col.upsert(ids=ids, embeddings=vectors, documents=[e.document for e in batch])
+                if name in self._exact:
+                    self._exact[name].put(ids, vectors)
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Delete texts by id, in batches the client accepts."""
         col = self._collection(name)
         for batch in _batches(list(ids), self.max_batch):
-            col.delete(ids=batch)
+            with self._exact_lock:
+                col.delete(ids=batch)
+                if name in self._exact:
+                    self._exact[name].remove(batch)
 
     def all_ids(self, name: str) -> set[str]:
         """Every chunk id in the collection, read page by page."""
@@ -156,15 +171,33 @@ class Store:
         return int(self._collection(name).count())
 
     def query(self, name: str, vector: np.ndarray, k: int) -> list[dict[str, Any]]:
-        """The ``k`` nearest texts, each with id, document and cosine distance."""
+        """The ``k`` nearest texts, each with id, document and cosine distance (exact)."""
+        nearest = self._exact_index(name).nearest(vector, k)
+        got = self._collection(name).get(ids=[i for i, _ in nearest], include=["documents"])
+        documents = dict(zip(got["ids"], got["documents"], strict=True))
+        return [
+            {"id": i, "document": documents[i], "distance": distance}
+            for i, distance in nearest
+            if i in documents
+        ]
+
+    def _exact_index(self, name: str) -> ExactIndex:
+        """The in-memory copy of a collection's vectors, read page by page the first time."""
         col = self._collection(name)
-        res = col.query(
-            query_embeddings=vector.reshape(1, -1),
-            n_results=k,
-            include=["documents", "distances"],
-        )
-        rows = zip(res["ids"][0], res["documents"][0], res["distances"][0], strict=True)
-        return [{"id": i, "document": d, "distance": float(dist)} for i, d, dist in rows]
+        with self._exact_lock:
+            if name not in self._exact:
+                index = ExactIndex()
+                offset = 0
+                while True:
+                    page = col.get(include=["embeddings"], limit=_READ_PAGE, offset=offset)
+                    if page["ids"]:
+                        index.put(page["ids"], np.asarray(page["embeddings"]))
+                    if len(page["ids"]) < _READ_PAGE:
+                        break
+                    offset += _READ_PAGE
+                self._exact[name] = index
+                log.debug("holding %d vectors of %s for exact search", len(index), name)
+            return self._exact[name]
 
 
 def _catalogued_segments(catalogue: Path) -> set[str]:

@@ -74,6 +74,7 @@ STATUS = {
     "generation": 2,
     "files": 3,
     "chunks": 12,
+    "vectors": 11,
     "skipped": 1,
     "pending": 0,
     "watch": {"mode": "native"},
@@ -220,7 +221,17 @@ def flat(text: str) -> str:
     ("args", "expected"),
     [
         (["ping"], ["novad 0.1.0", "4242"]),
-        (["status"], ["rebuilding", "/home/ada/notes", "(present)", "native", "embedding"]),
+        (
+            ["status"],
+            [
+                "rebuilding",
+                "/home/ada/notes",
+                "(present)",
+                "native",
+                "embedding",
+                "11 distinct texts",
+            ],
+        ),
         (["stats"], ["nova_g2", "100.0 %", "bin/blob.md", "not valid UTF-8", "Recent passes"]),
         (
             ["search", "how", "often", "to", "water"],
@@ -269,7 +280,8 @@ def test_search_json_prints_the_list_of_hits(daemon: FakeDaemon) -> None:
 
 
 def test_rebuild_follows_progress_events_then_prints_the_summary(daemon: FakeDaemon) -> None:
-    result = run(daemon.path, "rebuild")
+    # As on a terminal: the bar is drawn.
+    result = run(daemon.path, "rebuild", env={"TTY_COMPATIBLE": "1", "NO_COLOR": "1"})
 
     assert result.exit_code == 0, result.output
     out = flat(result.stdout)
@@ -278,6 +290,14 @@ def test_rebuild_follows_progress_events_then_prints_the_summary(daemon: FakeDae
     assert "full pass #7 (manual) ok in 2.5 s" in out
     assert "12 chunks embedded" in out
     assert daemon.requests[-1].args == {"full": False}
+
+
+def test_piped_rebuild_prints_the_summary_without_a_progress_bar(daemon: FakeDaemon) -> None:
+    result = run(daemon.path, "rebuild", env={"TTY_COMPATIBLE": "0"})
+
+    assert result.exit_code == 0, result.output
+    assert "full pass #7 (manual) ok in 2.5 s" in flat(result.stdout)
+    assert "3/3" not in result.stdout and "files/s" not in result.stdout
 
 
 def test_client_passes_only_its_own_events_to_the_callback(daemon: FakeDaemon) -> None:

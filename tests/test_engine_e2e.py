@@ -393,3 +393,25 @@ def test_notes_made_from_one_template_do_not_hide_the_rest_from_search(
     daemon.call("wait")
     daemon.stop()
     assert all(not p.startswith("daily/") for p in read_store(daemon.state_dir))
+
+
+def test_a_note_written_after_a_hundred_daily_notes_is_found_first(
+    nova: Nova, notes_dir: Path
+) -> None:
+    """Search is exact: ChromaDB's HNSW graph gives a late, lone note no incoming links."""
+    daily = notes_dir / "journal"
+    daily.mkdir()
+    for day in range(1, 101):
+        name = f"2023-{1 + day // 28:02d}-{1 + day % 28:02d}"
+        (daily / f"{name}.md").write_text(
+            "## Tasks\n\n- [ ] review inbox\n\n## Journal\n\nNothing yet.\n"
+        )
+    daemon = nova(notes_dir)
+    daemon.wait_idle()
+    (notes_dir / "zeppelin.md").write_text(
+        "# Zeppelin maintenance log\n\nThe helium envelope of the zeppelin Graf Ottoline was "
+        "patched with aramid fabric near the stern gondola on a foggy morning.\n"
+    )
+    daemon.call("wait")
+    for k in (1, 10, 100):
+        assert daemon.search("helium envelope of the zeppelin", k=k)[0]["path"] == "zeppelin.md"

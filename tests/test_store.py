@@ -107,3 +107,19 @@ def test_the_probe_names_a_missing_collection(tmp_path: Path) -> None:
     Store(tmp_path / "chroma").create("nova-g000001", "test-model", 8)
     damage = probe(tmp_path / "chroma", "nova-g000007", 8, timeout_s=60)
     assert damage is not None and "nova-g000007" in damage
+
+
+def test_search_is_exact_and_follows_writes_made_after_the_first_search(tmp_path: Path) -> None:
+    """The in-memory copy is read once, then kept in step by upserts and deletes."""
+    store = Store(tmp_path / "chroma")
+    store.create("nova-g000001", "test-model", 8)
+    written = entries(40)
+    store.upsert("nova-g000001", written[:20])
+    assert store.query("nova-g000001", written[5].vector, 1)[0]["id"] == "id-5"
+
+    store.upsert("nova-g000001", written[20:])
+    store.delete("nova-g000001", ["id-5"])
+
+    assert store.query("nova-g000001", written[30].vector, 1)[0]["id"] == "id-30"
+    assert "id-5" not in [r["id"] for r in store.query("nova-g000001", written[5].vector, 40)]
+    assert len(store.query("nova-g000001", written[0].vector, 100)) == 39
