@@ -536,8 +536,7 @@ class Indexer:
         if not batch.notes:
             return
         paths = [n.update.record.path for n in batch.notes]
-        old_ids = {i for ids in self._manifest.chunk_ids(gen.gen, paths).values() for i in ids}
-        old_texts = self._manifest.texts_of(gen.gen, paths)
+        old_ids, old_texts = self._manifest.held(gen.gen, paths)
         fresh = self._fresh_texts(gen, batch, old_ids, rec)
         entries = self._embed(fresh, rec, progress)
         self._store.upsert(gen.collection, entries)
@@ -603,8 +602,7 @@ class Indexer:
             return
         # An unmounted share or a folder being replaced is not the user deleting notes.
         self._check_source()
-        ids = [i for held in self._manifest.chunk_ids(gen.gen, paths).values() for i in held]
-        texts = self._manifest.texts_of(gen.gen, paths)
+        ids, texts = self._manifest.held(gen.gen, paths)
         self._manifest.apply(gen.gen, [], deleted=paths)
         self._drop_unheld(gen, texts)
         rec.files_deleted += len(paths)

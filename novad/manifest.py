@@ -241,10 +241,11 @@ class Manifest:
             result.setdefault(path, []).append(chunk_id)
         return result
 
-    def texts_of(self, gen: int, paths: Iterable[str]) -> set[str]:
-        """The hashes of the texts the given notes hold."""
-        sql = "SELECT DISTINCT text_hash FROM chunks WHERE gen = ? AND path IN ({})"
-        return {row[0] for row in self._rows_in(sql, gen, paths)}
+    def held(self, gen: int, paths: Iterable[str]) -> tuple[set[str], set[str]]:
+        """The chunk ids and the text hashes the given notes hold, in one read."""
+        sql = "SELECT id, text_hash FROM chunks WHERE gen = ? AND path IN ({})"
+        rows = self._rows_in(sql, gen, paths)
+        return {row[0] for row in rows}, {row[1] for row in rows}
 
     def known_texts(self, gen: int, text_hashes: Iterable[str]) -> set[str]:
         """Those of the given text hashes that some chunk of ``gen`` holds (so stored)."""
