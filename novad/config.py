@@ -20,8 +20,10 @@ from typing import Any
 from novad import paths
 from novad.errors import ConfigError
 from novad.paths import MAX_SOCKET_PATH_BYTES
+from novad.scanner import DEFAULT_EXCLUDE, NoteFilter
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+WATCH_MODES = ("auto", "polling")
 
 
 def _default_threads() -> int:
@@ -43,12 +45,22 @@ class Config:
     chunk_target_tokens: int = 200
     debounce_ms: int = 300
     max_wait_ms: int = 5000
+    watch_mode: str = "auto"
+    poll_interval_ms: int = 1000
+    rescan_interval_s: float = 900.0
     max_file_bytes: int = 1024 * 1024
     max_request_bytes: int = 1 << 20
     max_connections: int = 64
     shutdown_timeout_s: float = 10.0
     extensions: tuple[str, ...] = (".md", ".markdown", ".txt")
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     config_file: Path | None = None
+
+    @functools.cached_property
+    def notes(self) -> NoteFilter:
+        """Which paths are notes: extensions, include and exclude patterns."""
+        return NoteFilter(self.extensions, self.include, self.exclude)
 
     @property
     def chroma_dir(self) -> Path:
@@ -80,7 +92,9 @@ _AT_LEAST_ONE = (
     "max_file_bytes",
     "max_request_bytes",
     "max_connections",
+    "poll_interval_ms",
 )
+_PATTERN_FIELDS = ("include", "exclude")
 # Flags whose name is not the setting's name with dashes.
 _FLAG_NAMES = {"socket_path": "--socket", "config_file": "--config"}
 # Where each given setting came from, for messages: "environment variable NOVA_DEBOUNCE_MS".
@@ -194,6 +208,8 @@ def _coerce(name: str, value: Any, origins: Origins) -> Any:
         if name == "extensions":
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(x.strip().lower() for x in items if x.strip())
+        if name in _PATTERN_FIELDS:
+            return _patterns(name, value, origins)
         if kind is int or name == "embed_threads":
             return int(value)
         if kind is float:
@@ -204,6 +220,17 @@ def _coerce(name: str, value: Any, origins: Origins) -> Any:
         raise ConfigError(
             f"setting {name}={value!r}{_from(origins, name)} is not a valid {kind_name}"
         ) from exc
+
+
+def _patterns(name: str, value: Any, origins: Origins) -> tuple[str, ...]:
+    """A list of gitignore-style patterns: a TOML array, or comma-separated in a variable."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(x, str) for x in items):
+        raise ConfigError(
+            f"setting {name}{_from(origins, name)} must be a list of patterns such as "
+            f'["drafts/", "*.tmp.md"], got {value!r}'
+        )
+    return tuple(x.strip() for x in items if x.strip())
 
 
 def _build(values: dict[str, Any], origins: Origins) -> Config:
@@ -226,6 +253,18 @@ def _check(config: Config, origins: Origins) -> None:
             f"log_level {config.log_level!r}{at('log_level')} must be one of "
             f"{', '.join(LOG_LEVELS)}"
         )
+    if config.watch_mode not in WATCH_MODES:
+        raise ConfigError(
+            f"watch_mode {config.watch_mode!r}{at('watch_mode')} must be one of "
+            f"{', '.join(WATCH_MODES)}"
+        )
+    for name in _PATTERN_FIELDS:
+        try:
+            NoteFilter(config.extensions, **{name: getattr(config, name)})
+        except ValueError as exc:
+            raise ConfigError(
+                f"setting {name}{at(name)} holds a pattern that is not gitignore syntax: {exc}"
+            ) from exc
     if not config.extensions or not all(e.startswith(".") for e in config.extensions):
         raise ConfigError(
             f"extensions must be suffixes starting with '.', got {config.extensions}"
@@ -258,6 +297,11 @@ def _check_numbers(config: Config, at: Callable[[str], str]) -> None:
         raise ConfigError(
             f"shutdown_timeout_s must be between 0 and 3600 seconds, got "
             f"{config.shutdown_timeout_s}{at('shutdown_timeout_s')}"
+        )
+    if config.rescan_interval_s < 0:
+        raise ConfigError(
+            f"rescan_interval_s must be 0 (off) or more seconds, got "
+            f"{config.rescan_interval_s}{at('rescan_interval_s')}"
         )
     if config.debounce_ms < 0 or config.max_wait_ms < config.debounce_ms:
         raise ConfigError(

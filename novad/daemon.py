@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 
 # Longest the store probe may take; a probe that hangs proves nothing either way.
 _PROBE_S = 120.0
+# A change set this small, arriving while a pass runs, is someone saving notes: the pass
+# takes it up at once (``Urgent``). A larger one is a burst and waits for the next pass.
+_URGENT_MAX_PATHS = 32
+# Rescans after lost events: the first at once, then at growing intervals while losses
+# keep coming, so a folder that keeps overflowing cannot keep a core busy.
+_LOST_BACKOFF_MAX_S = 300.0
+_LOST_CALM_S = 60.0
 
 
 @dataclass
@@ -102,8 +109,12 @@ class Daemon:
             config.source,
             debounce_ms=config.debounce_ms,
             max_wait_ms=config.max_wait_ms,
+            notes=config.notes,
             on_changes=self._on_changes,
             on_root_back=self._on_root_back,
+            on_lost=self._on_lost,
+            force_polling=config.watch_mode == "polling",
+            poll_interval_ms=config.poll_interval_ms,
             ignored=(
                 config.state_dir,
                 config.socket_path,
@@ -115,6 +126,10 @@ class Daemon:
         self._rescan_wanted: tuple[int, str] | None = None
         self._full_wanted: tuple[int, str] | None = None
         self._tickets: list[Ticket] = []
+        self._lost_delay_s = 0.0
+        self._lost_at = -_LOST_CALM_S
+        self._lost_timer: asyncio.TimerHandle | None = None
+        self.rescans = {"periodic": 0, "overflow": 0, "restart": 0, "fallback": 0}
         self._work = asyncio.Event()
         self._stop = asyncio.Event()
         self._pass_thread = ThreadPoolExecutor(1, thread_name_prefix="nova-pass")
@@ -185,7 +200,9 @@ class Daemon:
         self.request_rescan("startup")
         watching = asyncio.ensure_future(self.watcher.run(self._stop))
         passes = asyncio.ensure_future(self._pass_loop())
+        periodic = asyncio.ensure_future(self._periodic_rescans())
         await self._stop.wait()
+        periodic.cancel()
         log.info("shutting down")
         self.state = "stopping"
         # Stop accepting, let the pass reach a safe point and answer its waiters, then close.
@@ -320,11 +337,56 @@ class Daemon:
         return self._seq
 
     def _on_changes(self, paths: set[Path]) -> None:
+        if self.job is not None and self.indexer is not None and len(paths) <= _URGENT_MAX_PATHS:
+            self.indexer.urgent.put(paths)
+            return
         self._pending.update(paths)
         self._work.set()
 
     def _on_root_back(self) -> None:
         self.request_rescan("root-back")
+
+    def _on_lost(self, why: str) -> None:
+        """Events may have been lost (``why``): rescan the whole tree, backing off.
+
+        The first rescan is asked for at once; while losses keep coming, each waits twice
+        as long after the one before (up to ``_LOST_BACKOFF_MAX_S``); a calm minute resets.
+        """
+        if self._lost_timer is not None:
+            return
+        now = time.monotonic()
+        if now - self._lost_at > max(_LOST_CALM_S, 4 * self._lost_delay_s):
+            self._lost_delay_s = 0.0
+        delay = max(0.0, self._lost_at + self._lost_delay_s - now)
+        self._lost_delay_s = min(max(1.0, 2 * self._lost_delay_s), _LOST_BACKOFF_MAX_S)
+        if delay:
+            log.info("events were lost again (%s); rescanning in %.0f s", why, delay)
+        loop = asyncio.get_running_loop()
+        self._lost_timer = loop.call_later(delay, self._rescan_after_loss, why)
+
+    def _rescan_after_loss(self, why: str) -> None:
+        self._lost_timer = None
+        self._lost_at = time.monotonic()
+        self.rescans[why] += 1
+        self.request_rescan(why)
+
+    async def _periodic_rescans(self) -> None:
+        """A whole-tree pass every ``rescan_interval_s``: a stat per note, catching anything
+        an event stream missed (a network share, a clock jump, a change while stopped)."""
+        interval = self.config.rescan_interval_s
+        while interval and not self._stop.is_set():
+            await asyncio.sleep(interval)
+            self.rescans["periodic"] += 1
+            self.request_rescan("periodic")
+
+    def watch_figures(self) -> dict[str, Any]:
+        """The watch for ``status``: the watcher's figures and the rescans they caused."""
+        return {
+            **self.watcher.figures(),
+            "rescans": dict(self.rescans),
+            "rescan_backoff_s": self._lost_delay_s,
+            "rescan_interval_s": self.config.rescan_interval_s,
+        }
 
     def request_rescan(self, trigger: str) -> int:
         """Ask for a whole-tree incremental pass; return its ticket number."""
@@ -375,7 +437,8 @@ class Daemon:
         """Changed paths (held in the debounce or queued) and whole-tree requests not yet
         taken up by a pass."""
         wanted = (self._rescan_wanted is not None) + (self._full_wanted is not None)
-        return self.watcher.held + len(self._pending) + wanted
+        urgent = len(self.indexer.urgent) if self.indexer is not None else 0
+        return self.watcher.held + len(self._pending) + urgent + wanted
 
     # The pass loop
 
@@ -437,6 +500,9 @@ class Daemon:
             rec.outcome, rec.error = "failed", str(exc)
         finally:
             self.job = None
+            if self.indexer is not None and self.indexer.urgent:
+                # Saved too late for the pass to take up: the next pass does.
+                self._pending |= self.indexer.urgent.take()
         rec.duration_s = round(time.monotonic() - started, 3)
         rec.chunks_per_s = round(rec.chunks_embedded / rec.duration_s, 2) if rec.duration_s else 0.0
         await loop.run_in_executor(self.readers, self._finish, rec)

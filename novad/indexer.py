@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 
 from novad.chunker import Chunk, TokenCounter, chunk_note
@@ -55,6 +56,44 @@ _PLAN_EXAMPLES = 10
 
 class Cancelled(Exception):
     """The pass was asked to stop at its next safe point."""
+
+
+class _Preempted(Exception):
+    """A note was saved while a batch was being embedded: it goes first, then the batch."""
+
+
+class Urgent:
+    """Paths saved while a pass runs, taken up by the pass at its next safe point.
+
+    The daemon puts small change sets here while a pass works through a backlog (a burst,
+    a first index, a full rebuild), so that a note just saved is searchable as soon as on
+    an idle daemon. Safe points come between notes, before each write batch, and between
+    embedding calls; what a pass did not take up goes back to the daemon's queue.
+    """
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._lock = threading.Lock()
+        self._paths: set[Path] = set()
+
+    def put(self, paths: set[Path]) -> None:
+        """Add changed paths (from the event loop)."""
+        with self._lock:
+            self._paths |= paths
+
+    def take(self) -> set[Path]:
+        """Remove and return every waiting path."""
+        with self._lock:
+            paths, self._paths = self._paths, set()
+        return paths
+
+    def __bool__(self) -> bool:
+        """Whether paths are waiting (a cheap, lock-free look)."""
+        return bool(self._paths)
+
+    def __len__(self) -> int:
+        """How many paths are waiting."""
+        return len(self._paths)
 
 
 class SourceMissing(NovaError):
@@ -144,6 +183,13 @@ class Indexer:
         self._counter = counter
         self._process = psutil.Process()
         self.cancel = threading.Event()
+        self.urgent = Urgent()
+        # During a pass: the generations an urgent save is written to (serving first),
+        # the notes already brought in step that way, and those to try again later.
+        self._targets: list[Generation] = []
+        self._urgent_done: set[str] = set()
+        self._urgent_retry: set[str] = set()
+        self._in_urgent = False
         self.after_flush: Callable[[Generation], None] | None = None
         self.on_switch: Callable[[Generation], None] | None = None
 
@@ -231,7 +277,7 @@ class Indexer:
         """
         self._check_source()
         source = self._config.source
-        on_disk = sorted(walk_notes(source, self._config.extensions))
+        on_disk = sorted(walk_notes(source, self._config.notes))
         known = {} if full else self._manifest.files(gen.gen)
         files: dict[str, list[str]] = {k: [] for k in ("add", "change", "rename", "delete", "skip")}
         rows: dict[str, list[ChunkRow]] = {}
@@ -336,22 +382,24 @@ class Indexer:
         named (``changed``, ``recheck``), which are hashed, and everywhere when ``verify``.
         Returns the notes that changed while being read, to be tried again shortly.
         """
+        if not self._in_urgent:
+            self._begin([gen])
         self._check_source()
         known = self._manifest.files(gen.gen)
-        source, extensions = self._config.source, self._config.extensions
-        suspects = expand_changes(source, recheck, known, extensions)
+        source, notes = self._config.source, self._config.notes
+        suspects = expand_changes(source, recheck, known, notes)
         if changed is None:
-            on_disk = set(walk_notes(source, extensions))
+            on_disk = set(walk_notes(source, notes))
             candidates = sorted(on_disk | set(known))
         else:
-            candidates = sorted(expand_changes(source, changed, known, extensions))
+            candidates = sorted(expand_changes(source, changed, known, notes))
             suspects.update(candidates)
         untrusted = set(candidates) if verify else suspects
         gone = self._index(gen, candidates, known, rec, progress, untrusted=untrusted)
         retry = gone.pop(_RETRY, set())
         # Every note gone at once (a whole-tree rescan, or events for every note) looks like
         # an unmounted or emptied share, not a user deleting every note: keep the index.
-        emptied = not on_disk if changed is None else not any(walk_notes(source, extensions))
+        emptied = not on_disk if changed is None else not any(walk_notes(source, notes))
         if known and len(gone[_GONE]) >= len(known) and emptied:
             raise SourceMissing(
                 f"source folder {source} holds no notes any more but the index has "
@@ -359,7 +407,41 @@ class Indexer:
                 "really was deleted, run: novactl rebuild --full"
             )
         self._delete(gen, sorted(gone[_GONE]), rec)
-        return retry
+        return retry if self._in_urgent else retry | self._urgent_retry
+
+    def _begin(self, targets: list[Generation]) -> None:
+        self._targets = targets
+        self._urgent_done = set()
+        self._urgent_retry = set()
+
+    def _serve_urgent(self, batch: _Batch | None, rec: PassRecord, progress: Progress) -> None:
+        """Bring notes saved meanwhile in step first, in every generation this pass writes.
+
+        The serving generation comes first, so the note is searchable now; a generation
+        being built gets it too. Notes the running pass prepared but has not written yet
+        are dropped from ``batch`` when an urgent save covered them: theirs is older.
+        """
+        if self._in_urgent or not self.urgent:
+            return
+        paths = self.urgent.take()
+        self._in_urgent = True
+        try:
+            for gen in self._targets:
+                log.debug("taking up %d path(s) saved during the pass first", len(paths))
+                self._urgent_retry |= self.incremental(
+                    gen, paths, rec, Progress("incremental", "watch")
+                )
+        finally:
+            self._in_urgent = False
+        if batch is None:
+            return
+        kept = [n for n in batch.notes if n.update.record.path not in self._urgent_done]
+        stale = len(batch.notes) - len(kept)
+        if stale:
+            rec.files_changed -= stale
+            progress.done += stale
+            batch.notes = kept
+            batch.chunk_count = sum(len(n.chunks) for n in kept)
 
     def _check_source(self) -> None:
         source = self._config.source
@@ -382,7 +464,9 @@ class Indexer:
         self._store.create(new.collection, new.model, new.dimension)
         try:
             self._check_source()
-            candidates = list(walk_notes(self._config.source, self._config.extensions))
+            serving = self._manifest.active()
+            self._begin([g for g in (serving, new) if g is not None])
+            candidates = list(walk_notes(self._config.source, self._config.notes))
             outcome = self._index(new, candidates, {}, rec, progress, untrusted=set())
         except BaseException:
             self._abandon(new)
@@ -395,7 +479,7 @@ class Indexer:
         if old is not None:
             self._store.drop(old.collection)
             self._manifest.forget_generation(old.gen)
-        return new, outcome.get(_RETRY, set())
+        return new, outcome.get(_RETRY, set()) | self._urgent_retry
 
     def _abandon(self, gen: Generation) -> None:
         log.info("abandoning unfinished generation %d", gen.gen)
@@ -415,17 +499,27 @@ class Indexer:
         *,
         untrusted: set[str],
     ) -> dict[str, set[str]]:
-        progress.total = len(candidates)
+        if self._in_urgent:
+            self._urgent_done.update(candidates)
+        else:
+            progress.total = len(candidates)
+            rec.files_scanned = len(candidates)
         progress.phase = "indexing"
         self._sample_memory(rec, progress)
-        rec.files_scanned = len(candidates)
         links: dict[str, bool] = {}
+        notes = self._config.notes
         outcome: dict[str, set[str]] = {_GONE: set(), _RETRY: set()}
         batch = _Batch()
         for rel in candidates:
             if self.cancel.is_set():
                 raise Cancelled()
-            if passes_a_link(self._config.source, rel, links):
+            if self.urgent and not self._in_urgent:
+                self._serve_urgent(batch, rec, progress)
+            if rel in self._urgent_done and not self._in_urgent:
+                progress.done += 1  # brought in step by an urgent save meanwhile
+                continue
+            if passes_a_link(self._config.source, rel, links) or not notes.is_note(rel):
+                # Out of bounds: behind a link, or excluded since it was indexed.
                 result: _Prepared | str = _GONE if rel in known else _UNCHANGED
             else:
                 result = self._examine(gen, rel, known.get(rel), rel not in untrusted, rec)
@@ -533,12 +627,22 @@ class Indexer:
         return _Prepared(FileUpdate(new, []), [])
 
     def _flush(self, gen: Generation, batch: _Batch, rec: PassRecord, progress: Progress) -> None:
-        if not batch.notes:
-            return
-        paths = [n.update.record.path for n in batch.notes]
-        old_ids, old_texts = self._manifest.held(gen.gen, paths)
-        fresh = self._fresh_texts(gen, batch, old_ids, rec)
-        entries = self._embed(fresh, rec, progress)
+        vectors: dict[str, np.ndarray] = {}
+        while True:
+            # Vectors embedded before a preemption are kept; what the batch needs is worked
+            # out again, since the urgent save may have written texts it meant to.
+            self._serve_urgent(batch, rec, progress)
+            if not batch.notes:
+                return
+            paths = [n.update.record.path for n in batch.notes]
+            old_ids, old_texts = self._manifest.held(gen.gen, paths)
+            fresh, reused = self._fresh_texts(gen, batch, old_ids)
+            try:
+                entries = self._embed(fresh, rec, progress, vectors)
+            except _Preempted:
+                continue
+            break
+        rec.chunks_reused += reused
         self._store.upsert(gen.collection, entries)
         self._manifest.apply(gen.gen, [n.update for n in batch.notes])
         new_ids = {row.id for n in batch.notes for row in n.update.chunks}
@@ -550,9 +654,9 @@ class Indexer:
             self.after_flush(gen)
 
     def _fresh_texts(
-        self, gen: Generation, batch: _Batch, old_ids: set[str], rec: PassRecord
-    ) -> dict[str, Chunk]:
-        """The batch's texts the store lacks, by hash; counts the new chunks that reuse one.
+        self, gen: Generation, batch: _Batch, old_ids: set[str]
+    ) -> tuple[dict[str, Chunk], int]:
+        """The batch's texts the store lacks, by hash, and how many new chunks reuse one.
 
         A text some note of this generation holds (a moved note, a repeated paragraph, an
         earlier batch of this pass) is already stored: one vector per text.
@@ -566,31 +670,36 @@ class Indexer:
         wanted = {row.text_hash: chunk for row, chunk in new_rows}
         stored = self._manifest.known_texts(gen.gen, wanted)
         fresh = {digest: chunk for digest, chunk in wanted.items() if digest not in stored}
-        rec.chunks_reused += len(new_rows) - len(fresh)
-        return fresh
+        return fresh, len(new_rows) - len(fresh)
 
     def _embed(
-        self, fresh: dict[str, Chunk], rec: PassRecord, progress: Progress
+        self,
+        fresh: dict[str, Chunk],
+        rec: PassRecord,
+        progress: Progress,
+        vectors: dict[str, np.ndarray],
     ) -> list[ChunkEntry]:
-        """Embed each fresh text once, in batches; a stop request is honoured between them."""
-        todo = list(fresh.items())
-        entries: list[ChunkEntry] = []
+        """Embed each fresh text once, in batches, keeping the vectors in ``vectors``.
+
+        Between batches a stop request is honoured (``Cancelled``) and a note saved
+        meanwhile preempts the rest (``_Preempted``); ``vectors`` keeps what was done.
+        """
+        todo = [(digest, chunk) for digest, chunk in fresh.items() if digest not in vectors]
         progress.phase = "embedding"
         step = self._config.embed_batch_size
         for start in range(0, len(todo), step):
             if self.cancel.is_set():
                 raise Cancelled()
+            if start and self.urgent and not self._in_urgent:
+                raise _Preempted()
             part = todo[start : start + step]
-            vectors = self._embedder.embed([chunk.embed_text for _, chunk in part])
-            entries += [
-                ChunkEntry(digest, vector, chunk.text)
-                for (digest, chunk), vector in zip(part, vectors, strict=True)
-            ]
+            done = self._embedder.embed([chunk.embed_text for _, chunk in part])
+            vectors.update((digest, vector) for (digest, _), vector in zip(part, done, strict=True))
             progress.chunks_embedded += len(part)
             rec.texts_embedded += len(part)
             rec.chunks_embedded += len(part)
         progress.phase = "indexing"
-        return entries
+        return [ChunkEntry(digest, vectors[digest], chunk.text) for digest, chunk in fresh.items()]
 
     def _drop_unheld(self, gen: Generation, texts: set[str]) -> None:
         """Delete from the store those of ``texts`` that no note holds any more."""

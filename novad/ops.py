@@ -82,7 +82,7 @@ class Ops:
             "generation": d.gen.gen if d.gen else None,
             **d.counts,
             "pending": d.pending,
-            "watch": {"mode": d.watcher.mode},
+            "watch": d.watch_figures(),
             "pass": job.progress.snapshot() if job else None,
             "last_pass": d.last_pass,
             "store_repair": d.store_repair,

@@ -13,8 +13,15 @@ Every couple of seconds the watch also checks that the root is still the same di
 If it vanished or was replaced (``rm -rf`` and ``mkdir``, a rename, an unmount), the
 watch is dropped, the folder is reported missing, and the index is left as it is: an
 unmounted share is not the user deleting every note. When the folder is back, the watch
-is set up again and a full rescan is requested. If native watching cannot start (the
-inotify watch limit), the watcher falls back to polling and says so.
+is set up again and a full rescan is requested.
+
+When the event stream cannot be trusted, the watcher asks for a whole-tree rescan
+(``on_lost``) and counts why. watchfiles drops the kernel's own overflow notice (an event
+with no path), so Nova counts as an *overflow* a batch as large as the kernel's event queue
+(``fs.inotify.max_queued_events``), after which events may have been lost; and as a
+*restart* any failure of the watch itself. If native watching cannot start (the inotify
+watch or instance limit, a filesystem without events), the watcher falls back to polling
+and says so; ``watch_mode = "polling"`` asks for polling from the start.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from watchfiles import Change, awatch
 
-from novad.scanner import is_skipped_dir
+from novad.scanner import NoteFilter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,9 @@ _BATCH_MS = 250
 _TICK_MS = 200
 _ABSENT_POLL_S = 2.0
 _RETRY_S = 5.0
+# How long the inotify figures in ``status`` are reused before /proc is read again.
+_FIGURES_S = 2.0
+_INOTIFY = "/proc/sys/fs/inotify"
 
 
 class Watcher:
@@ -52,9 +63,12 @@ class Watcher:
         *,
         debounce_ms: int,
         max_wait_ms: int,
+        notes: NoteFilter,
         on_changes: Callable[[set[Path]], None],
         on_root_back: Callable[[], None],
+        on_lost: Callable[[str], None],
         force_polling: bool = False,
+        poll_interval_ms: int = 1000,
         ignored: tuple[Path, ...] = (),
     ) -> None:
         """Keep the callbacks; ``run`` does the watching.
@@ -68,19 +82,46 @@ class Watcher:
         self._ignored = tuple(str(p) for p in inside)
         self._debounce_ms = debounce_ms
         self._max_wait_ms = max_wait_ms
+        self._notes = notes
         self._on_changes = on_changes
         self._on_root_back = on_root_back
+        self._on_lost = on_lost
         self._polling = force_polling
+        self._poll_interval_ms = poll_interval_ms
         self.mode = "off"
         self.source_present = source.is_dir()
+        self.overflows = 0
+        self.restarts = 0
+        self.fallback_reason: str | None = None
+        self.overflow_batch = _read_int(f"{_INOTIFY}/max_queued_events") or 16384
         self._held: set[Path] = set()
         self._first_s = 0.0
         self._last_s = 0.0
+        self._figures: tuple[float, dict[str, Any]] = (0.0, {})
 
     @property
     def held(self) -> int:
         """Changed paths waiting out the debounce."""
         return len(self._held)
+
+    def figures(self) -> dict[str, Any]:
+        """The watch as ``status`` shows it: mode, inotify watches against the limit, losses."""
+        now = time.monotonic()
+        taken, inotify = self._figures
+        if now - taken > _FIGURES_S:
+            inotify = {
+                "watches": _inotify_watches() if self.mode == "native" else 0,
+                "watch_limit": _read_int(f"{_INOTIFY}/max_user_watches"),
+            }
+            self._figures = (now, inotify)
+        return {
+            "mode": self.mode,
+            **inotify,
+            "poll_interval_ms": self._poll_interval_ms if self.mode == "polling" else None,
+            "fallback_reason": self.fallback_reason,
+            "overflows": self.overflows,
+            "restarts": self.restarts,
+        }
 
     async def run(self, stop: asyncio.Event) -> None:
         """Watch until ``stop`` is set, re-establishing the watch whenever the root returns."""
@@ -89,13 +130,21 @@ class Watcher:
             if identity is None:
                 await self._wait_for_root(stop)
                 continue
+            batches = [0]
             try:
-                await self._watch(identity, stop)
-            except OSError as exc:
-                await self._fall_back(exc, stop)
-            except Exception:
+                await self._watch(identity, stop, batches)
+            except Exception as exc:
+                if stop.is_set() or _identity(self._source) is None:
+                    continue  # stopping, or the root went while the watch was set up
+                if batches[0] == 0 and not self._polling:
+                    # Native watching never got going: the watch or instance limit, or a
+                    # filesystem without events.
+                    self._fall_back(exc)
+                    continue
+                self.restarts += 1
                 log.exception("the watcher failed; starting it again in %.0f s", _RETRY_S)
                 await _sleep(stop, _RETRY_S)
+                self._on_lost("restart")
 
     async def _wait_for_root(self, stop: asyncio.Event) -> None:
         if self.source_present:
@@ -107,13 +156,19 @@ class Watcher:
         self.mode = "off"
         await _sleep(stop, _ABSENT_POLL_S)
 
-    async def _watch(self, identity: tuple[int, int], stop: asyncio.Event) -> None:
+    async def _watch(
+        self, identity: tuple[int, int], stop: asyncio.Event, batches: list[int]
+    ) -> None:
         if not self.source_present:
             log.info("source folder %s is back; rescanning", self._source)
             self.source_present = True
             self._on_root_back()
         self.mode = "polling" if self._polling else "native"
-        log.info("watching %s (%s)", self._source, self.mode)
+        self._figures = (0.0, {})
+        if self._polling:
+            log.info("watching %s (polling every %d ms)", self._source, self._poll_interval_ms)
+        else:
+            log.info("watching %s (native events)", self._source)
         root_checked = time.monotonic()
         async for changes in awatch(
             self._source,
@@ -124,9 +179,21 @@ class Watcher:
             rust_timeout=max(_STEP_MS, min(_TICK_MS, self._debounce_ms)),
             yield_on_timeout=True,
             force_polling=self._polling,
+            poll_delay_ms=self._poll_interval_ms,
             ignore_permission_denied=True,
         ):
+            batches[0] += 1
             now = time.monotonic()
+            if len(changes) >= self.overflow_batch:
+                self.overflows += 1
+                log.warning(
+                    "%d changes arrived at once, as many as the kernel's event queue holds "
+                    "(fs.inotify.max_queued_events=%d); events may have been lost, so the "
+                    "whole folder is rescanned",
+                    len(changes),
+                    self.overflow_batch,
+                )
+                self._on_lost("overflow")
             self._hold({Path(path) for _, path in changes}, now)
             if now - root_checked < _ROOT_CHECK_S:
                 continue
@@ -160,33 +227,63 @@ class Watcher:
             self._on_changes(paths)
 
     def _wanted(self, change: Change, path: str) -> bool:
+        """Whether a changed path can matter: outside Nova's own files, in an entered folder.
+
+        Whether it is a note is decided later (``expand_changes``): a folder's name may be
+        all an event gives of a moved tree.
+        """
         if any(path == p or path.startswith(p + os.sep) for p in self._ignored):
             return False
         rel = os.path.relpath(path, self._source)
-        return not any(is_skipped_dir(part) for part in Path(rel).parts[:-1]) and not (
-            Path(rel).name.startswith(".") and os.path.isdir(path)
-        )
+        if rel.startswith(".." + os.sep) or rel == "..":
+            return False
+        return self._notes.within(Path(rel).as_posix())
 
-    async def _fall_back(self, exc: OSError, stop: asyncio.Event) -> None:
-        if self._polling:
-            log.error(
-                "polling %s failed too (%s); trying again in %.0f s", self._source, exc, _RETRY_S
-            )
-            self.mode = "off"
-            await _sleep(stop, _RETRY_S)
-            return
+    def _fall_back(self, exc: Exception) -> None:
+        self.fallback_reason = f"native watching failed: {exc}"
         log.warning(
-            "native file watching failed (%s); falling back to polling. If the inotify watch "
-            "limit was reached, raise it with: sysctl fs.inotify.max_user_watches=524288",
+            "native file watching of %s failed (%s); falling back to polling every %d ms. "
+            "If the inotify limits were reached, raise them, for example: sysctl "
+            "fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024",
+            self._source,
             exc,
+            self._poll_interval_ms,
         )
         self._polling = True
+        # Whatever changed before polling took its first look is found by a rescan.
+        self._on_lost("fallback")
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _inotify_watches() -> int | None:
+    """Inotify watches held by this process (every instance), from /proc; None off Linux."""
+    total = 0
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as fh:
+                total += sum(line.startswith("inotify wd:") for line in fh)
+        except OSError:
+            continue
+    return total
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

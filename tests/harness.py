@@ -177,12 +177,13 @@ def read_store(state_dir: Path) -> dict[str, list[str]]:
 
 def eligible_notes(root: Path) -> set[str]:
     """An independent reading of which files are notes, by walking the tree."""
-    from novad.scanner import is_note_name, is_skipped_dir
+    from novad.scanner import is_note_name
 
+    trash = {"@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information", "lost+found"}
     found = set()
     for path in root.rglob("*"):
         rel = path.relative_to(root)
-        hidden = any(is_skipped_dir(part) for part in rel.parts[:-1])
+        hidden = any(part.startswith(".") or part in trash for part in rel.parts[:-1])
         note = is_note_name(path.name, (".md", ".markdown", ".txt"))
         if note and not hidden and path.is_file() and not path.is_symlink():
             found.add(rel.as_posix())
