@@ -201,13 +201,38 @@ def status_table(status: Mapping[str, Any]) -> Table:
             ("Pending", fmt_count(status.get("pending"))),
             ("Generation", fmt_count(status.get("generation"))),
             ("Model", _model_line(status)),
-            ("Watch", str(watch.get("mode", DASH))),
+            ("Watch", _watch_line(watch)),
             ("Current pass", progress_summary(current) if current else "none"),
             ("Last pass", _last_pass_line(last) if last else "none yet"),
             ("Socket", str(status.get("socket", DASH))),
             ("State dir", str(status.get("state_dir", DASH))),
         ],
     )
+
+
+def _watch_line(watch: Mapping[str, Any]) -> Text:
+    """How changes are noticed: mode, inotify watches against the limit, lost events."""
+    mode = str(watch.get("mode", DASH))
+    line = Text(mode, style="bold red" if mode == "off" else "")
+    if mode == "native" and watch.get("watches") is not None:
+        line.append(
+            f", {fmt_count(watch.get('watches'))} of {fmt_count(watch.get('watch_limit'))} "
+            "inotify watches"
+        )
+    elif mode == "polling":
+        line.append(f" every {fmt_duration((watch.get('poll_interval_ms') or 0) / 1000)}")
+    if watch.get("fallback_reason"):
+        line.append(f" ({watch['fallback_reason']})", "yellow")
+    lost = (watch.get("overflows") or 0, watch.get("restarts") or 0)
+    if any(lost):
+        line.append(f"; {lost[0]} overflows, {lost[1]} restarts", "yellow")
+    if watch.get("rescan_backoff_s"):
+        line.append(f"; rescans back off {fmt_duration(watch['rescan_backoff_s'])}", "yellow")
+    interval = watch.get("rescan_interval_s")
+    line.append(
+        f"; safety rescan every {fmt_duration(interval)}" if interval else "; no safety rescan"
+    )
+    return line
 
 
 def _daemon_line(status: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from novad import __version__
-from novad.config import LOG_LEVELS, Config, load_config
+from novad.config import LOG_LEVELS, WATCH_MODES, Config, load_config
 from novad.errors import ConfigError, NovaError
 from novad.lifecycle import EXIT_CONFIG, EXIT_NOT_READY
 
@@ -43,7 +43,23 @@ from novad.lifecycle import EXIT_CONFIG, EXIT_NOT_READY
     help="TOML config file. [default: ~/.config/nova/novad.toml if present]",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Log verbosity. [default: info]")
-@click.option("--debounce-ms", type=int, help="Quiet time before a burst of changes is indexed.")
+@click.option(
+    "--debounce-ms", type=int, help="Quiet time before changes are indexed. [default: 300]"
+)
+@click.option(
+    "--max-wait-ms", type=int, help="Longest a change waits while events keep coming. [5000]"
+)
+@click.option(
+    "--watch-mode",
+    type=click.Choice(WATCH_MODES),
+    help="auto: native events, polling if they cannot be had; polling: always poll. [auto]",
+)
+@click.option("--poll-interval-ms", type=int, help="How often polling looks. [default: 1000]")
+@click.option(
+    "--rescan-interval-s",
+    type=float,
+    help="Safety rescan (a stat per note) every N seconds; 0 turns it off. [default: 900]",
+)
 @click.option("--embed-threads", type=int, help="Threads the embedding model may use.")
 @click.version_option(__version__, prog_name="novad")
 def main(**flags: object) -> None:

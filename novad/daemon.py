@@ -381,10 +381,11 @@ class Daemon:
 
     def watch_figures(self) -> dict[str, Any]:
         """The watch for ``status``: the watcher's figures and the rescans they caused."""
+        calm = time.monotonic() - self._lost_at > max(_LOST_CALM_S, 4 * self._lost_delay_s)
         return {
             **self.watcher.figures(),
             "rescans": dict(self.rescans),
-            "rescan_backoff_s": self._lost_delay_s,
+            "rescan_backoff_s": 0.0 if calm else self._lost_delay_s,
             "rescan_interval_s": self.config.rescan_interval_s,
         }
 

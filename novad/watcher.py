@@ -194,7 +194,7 @@ class Watcher:
                     self.overflow_batch,
                 )
                 self._on_lost("overflow")
-            self._hold({Path(path) for _, path in changes}, now)
+            self._hold({Path(path) for change, path in changes if _names_notes(change, path)}, now)
             if now - root_checked < _ROOT_CHECK_S:
                 continue
             root_checked = now
@@ -258,6 +258,15 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
     """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _names_notes(change: Change, path: str) -> bool:
+    """Whether a change can name notes to look at: not a folder merely modified.
+
+    Polling reports a folder as modified whenever an entry in it comes or goes; the entry
+    itself is reported too. Taking the folder would re-hash every note under it.
+    """
+    return change != Change.modified or not os.path.isdir(path)
 
 
 def _read_int(path: str) -> int | None:
