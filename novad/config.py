@@ -41,7 +41,7 @@ class Config:
     log_level: str = "info"
     model: str = "all-MiniLM-L6-v2"
     embed_threads: int = field(default_factory=_default_threads)
-    embed_batch_size: int = 32
+    embed_batch_size: int = 8
     chunk_target_tokens: int = 200
     debounce_ms: int = 300
     max_wait_ms: int = 5000
