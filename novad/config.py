@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -92,8 +94,13 @@ _AT_LEAST_ONE = (
     "max_file_bytes",
     "max_request_bytes",
     "max_connections",
-    "poll_interval_ms",
 )
+# Inclusive ranges of settings whose extremes make no sense (a 1 ms poll burns a core).
+_RANGES: dict[str, tuple[float, float, str]] = {
+    "debounce_ms": (0, 600_000, "0 to 600000 ms"),
+    "max_wait_ms": (0, 3_600_000, "0 to 3600000 ms (an hour)"),
+    "poll_interval_ms": (100, 86_400_000, "100 to 86400000 ms (a day)"),
+}
 _PATTERN_FIELDS = ("include", "exclude")
 # Flags whose name is not the setting's name with dashes.
 _FLAG_NAMES = {"socket_path": "--socket", "config_file": "--config"}
@@ -179,11 +186,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist; create it or drop --config") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-    unknown = sorted(set(data) - set(_FIELDS))
+    settable = set(_FIELDS) - {"config_file"}
+    unknown = sorted(set(data) - settable)
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown setting(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_FIELDS))}"
+            f"known: {', '.join(sorted(settable))}"
         )
     return data
 
@@ -202,6 +210,10 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 def _coerce(name: str, value: Any, origins: Origins) -> Any:
     default = _FIELDS[name].default
     kind = type(default) if default is not dataclasses.MISSING else None
+    if name == "embed_threads":
+        kind = int
+    if not isinstance(value, str | Path):
+        _check_type(name, value, kind, origins)
     try:
         if name in _PATH_FIELDS:
             return Path(str(value)).expanduser()
@@ -210,16 +222,34 @@ def _coerce(name: str, value: Any, origins: Origins) -> Any:
             return tuple(x.strip().lower() for x in items if x.strip())
         if name in _PATTERN_FIELDS:
             return _patterns(name, value, origins)
-        if kind is int or name == "embed_threads":
+        if kind is int:
             return int(value)
         if kind is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(value)
+            return number
         return str(value)
     except (TypeError, ValueError) as exc:
-        kind_name = kind.__name__ if kind else "value"
+        kind_name = {int: "whole number", float: "finite number"}.get(kind or str, "value")
         raise ConfigError(
             f"setting {name}={value!r}{_from(origins, name)} is not a valid {kind_name}"
         ) from exc
+
+
+def _check_type(name: str, value: Any, kind: type | None, origins: Origins) -> None:
+    """Refuse a TOML value of the wrong type instead of converting it (``true`` is not 1)."""
+    if name in _PATTERN_FIELDS or name == "extensions":
+        return  # lists, checked where they are read
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    else:
+        ok = False  # paths and words are strings
+    if not ok:
+        expected = {int: "a whole number", float: "a number"}.get(kind or str, "a string")
+        raise ConfigError(f"setting {name}{_from(origins, name)} must be {expected}, got {value!r}")
 
 
 def _patterns(name: str, value: Any, origins: Origins) -> tuple[str, ...]:
@@ -261,7 +291,7 @@ def _check(config: Config, origins: Origins) -> None:
     for name in _PATTERN_FIELDS:
         try:
             NoteFilter(config.extensions, **{name: getattr(config, name)})
-        except ValueError as exc:
+        except (ValueError, re.error) as exc:
             raise ConfigError(
                 f"setting {name}{at(name)} holds a pattern that is not gitignore syntax: {exc}"
             ) from exc
@@ -298,9 +328,12 @@ def _check_numbers(config: Config, at: Callable[[str], str]) -> None:
             f"shutdown_timeout_s must be between 0 and 3600 seconds, got "
             f"{config.shutdown_timeout_s}{at('shutdown_timeout_s')}"
         )
-    if config.rescan_interval_s < 0:
+    for name, (low, high, words) in _RANGES.items():
+        if not low <= (got := getattr(config, name)) <= high:
+            raise ConfigError(f"setting {name} must be {words}, got {got}{at(name)}")
+    if not (config.rescan_interval_s == 0 or 1 <= config.rescan_interval_s <= 604_800):
         raise ConfigError(
-            f"rescan_interval_s must be 0 (off) or more seconds, got "
+            f"rescan_interval_s must be 0 (off) or 1 to 604800 seconds (a week), got "
             f"{config.rescan_interval_s}{at('rescan_interval_s')}"
         )
     if config.debounce_ms < 0 or config.max_wait_ms < config.debounce_ms:

@@ -124,6 +124,7 @@ class Daemon:
         self._seq = 0
         self._pending: set[Path] = set()
         self._rescan_wanted: tuple[int, str] | None = None
+        self._rescan_owed = False
         self._full_wanted: tuple[int, str] | None = None
         self._tickets: list[Ticket] = []
         self._lost_delay_s = 0.0
@@ -479,6 +480,8 @@ class Daemon:
             return Job("incremental", trigger, self._seq, recheck=recheck)
         if self._pending:
             paths, self._pending = self._pending, set()
+            if self._rescan_owed:
+                return Job("incremental", "watch", self._seq, recheck=paths)
             return Job("incremental", "watch", self._seq, paths)
         return None
 
@@ -496,11 +499,16 @@ class Daemon:
         except SourceMissing as exc:
             log.warning("%s", exc)
             rec.outcome, rec.error = "skipped", str(exc)
+            # What this pass left alone is owed: the next change makes a whole-tree pass,
+            # so notes that really went while the folder looked unmounted go too.
+            self._rescan_owed = True
         except Exception as exc:
             log.exception("%s pass failed", job.kind)
             rec.outcome, rec.error = "failed", str(exc)
         finally:
             self.job = None
+            if rec.outcome == "ok" and job.whole_tree:
+                self._rescan_owed = False
             if self.indexer is not None and self.indexer.urgent:
                 # Saved too late for the pass to take up: the next pass does.
                 self._pending |= self.indexer.urgent.take()

@@ -397,13 +397,14 @@ class Indexer:
         untrusted = set(candidates) if verify else suspects
         gone = self._index(gen, candidates, known, rec, progress, untrusted=untrusted)
         retry = gone.pop(_RETRY, set())
-        # Every note gone at once (a whole-tree rescan, or events for every note) looks like
-        # an unmounted or emptied share, not a user deleting every note: keep the index.
-        emptied = not on_disk if changed is None else not any(walk_notes(source, notes))
-        if known and len(gone[_GONE]) >= len(known) and emptied:
+        # Every note gone at once from a folder left empty (a whole-tree rescan, or events
+        # for every note) looks like an unmounted share, not a user deleting every note:
+        # keep the index. A folder that still holds files (notes a pattern now excludes,
+        # other files) is not a mount point left behind.
+        if known and len(gone[_GONE]) >= len(known) and _looks_unmounted(source):
             raise SourceMissing(
-                f"source folder {source} holds no notes any more but the index has "
-                f"{len(known)}; treating it as unmounted and keeping the index. If every note "
+                f"source folder {source} is empty but the index has {len(known)} notes; "
+                "treating it as an unmounted share and keeping the index. If every note "
                 "really was deleted, run: novactl rebuild --full"
             )
         self._delete(gen, sorted(gone[_GONE]), rec)
@@ -721,6 +722,15 @@ class Indexer:
         rss = int(self._process.memory_info().rss)
         progress.rss_bytes = rss
         rec.peak_rss_bytes = max(rec.peak_rss_bytes, rss)
+
+
+def _looks_unmounted(source: Path) -> bool:
+    """Whether the folder holds nothing but hidden folders: a mount point with its share away."""
+    try:
+        with os.scandir(source) as entries:
+            return all(e.name.startswith(".") and e.is_dir(follow_symlinks=False) for e in entries)
+    except OSError:
+        return True
 
 
 def _same_stat(record: FileRecord, st: os.stat_result) -> bool:

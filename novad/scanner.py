@@ -64,6 +64,7 @@ class NoteFilter:
 
         Raises:
             ValueError: a pattern is not valid gitignore syntax.
+            re.error: a pattern's character range is invalid (``[z-a]``).
         """
         self.extensions = extensions
         include, exclude = list(include), list(exclude)

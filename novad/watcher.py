@@ -170,6 +170,7 @@ class Watcher:
         else:
             log.info("watching %s (native events)", self._source)
         root_checked = time.monotonic()
+        root = str(self._source)
         async for changes in awatch(
             self._source,
             watch_filter=self._wanted,
@@ -195,10 +196,13 @@ class Watcher:
                 )
                 self._on_lost("overflow")
             self._hold({Path(path) for change, path in changes if _names_notes(change, path)}, now)
-            if now - root_checked < _ROOT_CHECK_S:
+            # The root itself deleted or created: a folder made anew may even get the old
+            # one's inode number back, so the event alone is reason to watch afresh.
+            root_event = any(p == root and c != Change.modified for c, p in changes)
+            if not root_event and now - root_checked < _ROOT_CHECK_S:
                 continue
             root_checked = now
-            if _identity(self._source) != identity:
+            if root_event or _identity(self._source) != identity or self._watch_died():
                 log.warning("source folder %s was removed or replaced", self._source)
                 self._release()
                 self.source_present = _identity(self._source) is not None
@@ -206,6 +210,10 @@ class Watcher:
                     self._on_root_back()
                 return
         self._release()
+
+    def _watch_died(self) -> bool:
+        """Whether native watching holds no inotify watch any more (its root was removed)."""
+        return self.mode == "native" and _inotify_watches() == 0
 
     def _hold(self, paths: set[Path], now: float) -> None:
         """Add ``paths`` to the held set; hand it on once the debounce or max wait is over."""

@@ -64,10 +64,15 @@ def test_a_non_numeric_environment_value_is_refused(tmp_path: Path) -> None:
             {},
             {"NOVA_DEBOUNCE_MS": "abc"},
             "",
-            "debounce_ms='abc' (from environment variable NOVA_DEBOUNCE_MS) is not a valid int",
+            "debounce_ms='abc' (from environment variable NOVA_DEBOUNCE_MS) is not a valid whole",
         ),
         ({}, {}, 'max_wait_ms = "later"\n', "max_wait_ms='later' (from config file {toml}) is not"),
-        ({"embed_batch_size": "many"}, {}, "", "(from flag --embed-batch-size) is not a valid int"),
+        (
+            {"embed_batch_size": "many"},
+            {},
+            "",
+            "(from flag --embed-batch-size) is not a valid whole number",
+        ),
         (
             {},
             {"NOVA_EMBED_THREADS": "0"},
@@ -97,3 +102,47 @@ def test_the_packaged_example_config_loads() -> None:
     example = Path(__file__).resolve().parent.parent / "packaging" / "novad.toml.example"
     config = load_config({"config_file": example}, {})
     assert config.source == Path("/home/me/notes")
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("poll_interval_ms = true\n", "poll_interval_ms (from config file {toml}) must be a whole"),
+        (
+            "rescan_interval_s = false\n",
+            "rescan_interval_s (from config file {toml}) must be a num",
+        ),
+        ("poll_interval_ms = 1.5\n", "must be a whole number, got 1.5"),
+        ('state_dir = ["/var/lib"]\n', "state_dir (from config file {toml}) must be a string"),
+        ("poll_interval_ms = 1\n", "poll_interval_ms must be 100 to 86400000 ms (a day), got 1"),
+        ("rescan_interval_s = 0.01\n", "rescan_interval_s must be 0 (off) or 1 to 604800"),
+        ("rescan_interval_s = nan\n", "rescan_interval_s=nan (from config file {toml}) is not"),
+        ("rescan_interval_s = inf\n", "is not a valid finite number"),
+        ('watch_mode = "inotify"\n', "watch_mode 'inotify' (from config file {toml}) must be one"),
+        ('include = ["[z-a].md"]\n', "include (from config file {toml}) holds a pattern"),
+        ('exclude = ["!"]\n', "exclude (from config file {toml}) holds a pattern"),
+        ('exclude = "drafts/"\n', ""),
+        ("include = [1]\n", "include (from config file {toml}) must be a list of patterns"),
+        ('config_file = "/etc/passwd"\n', "unknown setting(s) config_file"),
+    ],
+)
+def test_watch_settings_of_the_wrong_type_or_range_are_refused(
+    tmp_path: Path, toml: str, message: str
+) -> None:
+    config_file = tmp_path / "novad.toml"
+    config_file.write_text('source = "/n"\n' + toml)
+    if not message:  # a single pattern given as a string is a list of one
+        assert load_config({"config_file": config_file}, {}).exclude == ("drafts/",)
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config({"config_file": config_file}, {})
+    assert message.format(toml=config_file) in str(caught.value)
+
+
+def test_patterns_come_from_toml_arrays_and_comma_separated_variables(tmp_path: Path) -> None:
+    config_file = tmp_path / "novad.toml"
+    config_file.write_text('source = "/n"\ninclude = ["journal/", "*.txt"]\n')
+    config = load_config({"config_file": config_file}, {"NOVA_EXCLUDE": ".*/, drafts/"})
+    assert config.include == ("journal/", "*.txt")
+    assert config.exclude == (".*/", "drafts/")
+    assert config.notes.is_note("journal/a.md") and not config.notes.is_note("journal/drafts/b.md")

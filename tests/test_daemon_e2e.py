@@ -345,7 +345,7 @@ def test_notes_moved_out_while_running_keep_the_index(nova: Nova, notes_dir: Pat
     for entry in list(notes_dir.iterdir()):
         shutil.move(entry, parked / entry.name)
 
-    with pytest.raises(DaemonError, match="treating it as unmounted and keeping the index"):
+    with pytest.raises(DaemonError, match="treating it as an unmounted share and keeping"):
         daemon.call("wait", {"timeout_s": 30}, read_timeout_s=60)
     status = daemon.call("status")
     assert status["chunks"] == before["chunks"]

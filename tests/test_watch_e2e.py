@@ -239,6 +239,41 @@ def test_a_deleted_source_folder_is_reported_and_reindexed_when_recreated(
     assert status["files"] == before["files"] + 1
 
 
+def test_a_source_folder_made_anew_at_once_is_watched_again(nova: Nova, notes_dir: Path) -> None:
+    """``rm -rf notes; cp -a backup notes`` can give the new folder the old inode number."""
+    daemon = nova(notes_dir)
+    before = daemon.wait_idle()
+    backup = notes_dir.with_name("backup")
+    shutil.copytree(notes_dir, backup)
+    inode = notes_dir.stat().st_ino
+    shutil.rmtree(notes_dir)
+    shutil.copytree(backup, notes_dir)
+    print(f"inode reused: {notes_dir.stat().st_ino == inode}")
+    time.sleep(3)  # past the watcher's periodic root check
+    (notes_dir / "later.md").write_text("# Later\n\nThe wombat restores violins.\n")
+    poll_search(daemon, "wombat restores violins", "later.md")
+    status = daemon.wait_idle()
+    assert status["files"] == before["files"] + 1
+    assert status["watch"]["mode"] == "native" and status["watch"]["watches"] >= 1
+
+
+def test_an_emptied_folder_that_fills_again_drops_the_notes_that_went(
+    nova: Nova, notes_dir: Path
+) -> None:
+    daemon = nova(notes_dir)
+    daemon.wait_idle()
+    shutil.rmtree(notes_dir)
+    notes_dir.mkdir()
+    deadline = time.monotonic() + 30
+    while (daemon.call("status")["last_pass"] or {}).get("outcome") != "skipped":
+        assert time.monotonic() < deadline, "the emptied folder was not treated as unmounted"
+        time.sleep(0.2)
+    assert daemon.call("status")["files"] == 6, "an empty folder looks unmounted: index kept"
+    (notes_dir / "first.md").write_text("# First\n\nThe first note in the new folder: a yak.\n")
+    poll_files(daemon, 1)
+    assert [h["path"] for h in daemon.search("how do I undo a commit", k=3)] == ["first.md"]
+
+
 # What gets indexed
 
 
@@ -270,6 +305,12 @@ def test_include_and_exclude_patterns_choose_what_is_indexed(
     assert daemon.wait_idle()["files"] == 5
     daemon.stop()
     assert not any(p.startswith("garden/") for p in read_store(daemon.state_dir))
+
+    # An include that matches nothing empties the index: the folder is not unmounted.
+    config.write_text('include = ["journal/"]\n')
+    daemon.start()
+    status = daemon.wait_idle()
+    assert (status["files"], status["last_pass"]["outcome"]) == (0, "ok")
 
 
 # When native events fail
