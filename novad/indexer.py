@@ -390,7 +390,9 @@ class Indexer:
         suspects = expand_changes(source, recheck, known, notes)
         if changed is None:
             on_disk = set(walk_notes(source, notes))
-            candidates = sorted(on_disk | set(known))
+            # Most recently modified first: after a restart or during a first index, the
+            # notes someone just worked on are searchable soonest.
+            candidates = _newest_first(source, on_disk | set(known))
         else:
             candidates = sorted(expand_changes(source, changed, known, notes))
             suspects.update(candidates)
@@ -722,6 +724,18 @@ class Indexer:
         rss = int(self._process.memory_info().rss)
         progress.rss_bytes = rss
         rec.peak_rss_bytes = max(rec.peak_rss_bytes, rss)
+
+
+def _newest_first(source: Path, rels: set[str]) -> list[str]:
+    """``rels`` by modification time, newest first (gone ones last), then by name."""
+
+    def age(rel: str) -> tuple[int, str]:
+        try:
+            return (-os.lstat(source / rel).st_mtime_ns, rel)
+        except OSError:
+            return (0, rel)
+
+    return sorted(rels, key=age)
 
 
 def _looks_unmounted(source: Path) -> bool:

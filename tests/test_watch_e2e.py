@@ -189,6 +189,26 @@ def test_a_note_saved_during_a_burst_goes_ahead_of_it(nova: Nova, home: Path) ->
     assert daemon.wait_idle()["files"] == 402
 
 
+def test_a_first_index_takes_the_note_changed_last_first(nova: Nova, home: Path) -> None:
+    source = home / "notes"
+    many_notes(source, 300, seed=13)
+    for i, path in enumerate(sorted(source.rglob("*.md"))):
+        os.utime(path, (1_600_000_000 + i, 1_600_000_000 + i))  # written years ago
+    (source / "z-latest.md").write_text("# Latest\n\nThe otter sanctuary opens on Monday.\n")
+    daemon = nova(source)
+    deadline = time.monotonic() + 120
+    while daemon.call("status")["pass"] is None:  # the model loads first
+        assert time.monotonic() < deadline, "the start-up pass never began"
+        time.sleep(0.05)
+    took = poll_search(daemon, "otter sanctuary opening day", "z-latest.md", timeout_s=60)
+    current = daemon.call("status")["pass"]
+    assert current is not None and current["done"] < current["total"], (
+        "the start-up pass was through before the newest note was searchable"
+    )
+    print(f"newest note searchable {took:.2f} s into a first index of 301 notes")
+    assert daemon.wait_idle()["files"] == 301
+
+
 # Moves and folders
 
 
