@@ -70,12 +70,16 @@ def main() -> None:
 
 
 def _edit_latency(daemon: NovaProcess, note: Path, rng: random.Random, n: int) -> float:
-    """Append a unique sentence to ``note``; seconds until a search finds it there."""
-    words = " ".join(rng.choice(WORDS) for _ in range(8))
-    sentence = f"Field note {n}: the {words} survey ended at cairn {rng.randrange(10**6)}."
+    """Append a unique sentence to ``note``; seconds until a search finds it there.
+
+    The sentence is a dozen words drawn from the corpus's own vocabulary, so that edits of
+    earlier runs (the copy is reused) never look alike.
+    """
+    sentence = " ".join(rng.choice(_vocabulary(daemon.source)) for _ in range(12)) + "."
     rel = note.relative_to(daemon.source).as_posix()
     with open(note, "a", encoding="utf-8") as fh:
-        fh.write(f"\n## Field note {n}\n\n{sentence}\n")
+        fh.write(f"\n## Log {n}\n\n{sentence.capitalize()}\n")
+    sentence = sentence.capitalize()
     written = time.monotonic()
     deadline = written + 60
     with daemon.client() as client:
@@ -84,6 +88,20 @@ def _edit_latency(daemon: NovaProcess, note: Path, rng: random.Random, n: int) -
             if any(rel in _paths(hit) and sentence in hit["text"] for hit in hits):
                 return time.monotonic() - written
     raise AssertionError(f"{sentence!r} not found in {rel} after 60 s")
+
+
+_WORDS: list[str] = []
+
+
+def _vocabulary(source: Path) -> list[str]:
+    """Distinct plain words of the corpus (read once)."""
+    if not _WORDS:
+        found: set[str] = set()
+        for path in sorted(source.rglob("*.md"))[:2000]:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found.update(w for w in text.split() if w.isalpha() and w.islower() and len(w) > 4)
+        _WORDS.extend(sorted(found))
+    return _WORDS
 
 
 def _paths(hit: dict[str, Any]) -> list[str]:

@@ -186,6 +186,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist; create it or drop --config") from exc
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    for name, value in data.items():
+        if name in _FIELDS:
+            _check_type(name, value, {name: f"config file {path}"})
     settable = set(_FIELDS) - {"config_file"}
     unknown = sorted(set(data) - settable)
     if unknown:
@@ -212,8 +215,6 @@ def _coerce(name: str, value: Any, origins: Origins) -> Any:
     kind = type(default) if default is not dataclasses.MISSING else None
     if name == "embed_threads":
         kind = int
-    if not isinstance(value, str | Path):
-        _check_type(name, value, kind, origins)
     try:
         if name in _PATH_FIELDS:
             return Path(str(value)).expanduser()
@@ -237,18 +238,22 @@ def _coerce(name: str, value: Any, origins: Origins) -> Any:
         ) from exc
 
 
-def _check_type(name: str, value: Any, kind: type | None, origins: Origins) -> None:
+def _check_type(name: str, value: Any, origins: Origins) -> None:
     """Refuse a TOML value of the wrong type instead of converting it (``true`` is not 1)."""
+    default = _FIELDS[name].default
     if name in _PATTERN_FIELDS or name == "extensions":
-        return  # lists, checked where they are read
-    if kind is int:
+        ok = isinstance(value, list) and all(isinstance(x, str) for x in value)
+        expected = 'an array of strings such as ["drafts/", "*.tmp.md"]'
+    elif name == "embed_threads" or isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is float:
+        expected = "a whole number"
+    elif isinstance(default, float):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
     else:
-        ok = False  # paths and words are strings
+        ok = isinstance(value, str)  # paths and words
+        expected = "a string"
     if not ok:
-        expected = {int: "a whole number", float: "a number"}.get(kind or str, "a string")
         raise ConfigError(f"setting {name}{_from(origins, name)} must be {expected}, got {value!r}")
 
 

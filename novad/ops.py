@@ -23,6 +23,7 @@ from novad.indexer import SourceMissing
 from novad.manifest import NoteRef
 from novad.protocol import MAX_K, MAX_QUERY_CHARS, Request, check_args, get_arg
 from novad.server import Emit, Server
+from novad.watcher import SETTLE_S
 
 if TYPE_CHECKING:
     from novad.daemon import Daemon
@@ -164,12 +165,15 @@ class Ops:
             raise ProtocolError(protocol.BAD_ARGS, "timeout_s must be a positive number")
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # A change made just before the request may still sit in the watcher's debounce;
-        # let it arrive, so the pass below hashes it even if its size and mtime look old.
-        await asyncio.sleep(self._daemon.config.debounce_ms / 1000 + 0.05)
+        # A change made just before the request may not have reached the watcher yet: let
+        # it arrive, then hand on what the debounce holds, so the pass below hashes it even
+        # if its size and mtime look old. No debounce is sat out.
+        await asyncio.sleep(min(SETTLE_S, timeout_s))
+        self._daemon.watcher.release()
         ticket = self._daemon.ticket(full=False, trigger="wait")
         try:
-            await asyncio.wait_for(asyncio.shield(ticket.future), timeout_s)
+            remaining = max(0.0, timeout_s - (loop.time() - started))
+            await asyncio.wait_for(asyncio.shield(ticket.future), remaining)
         except TimeoutError:
             raise ProtocolError(
                 protocol.TIMEOUT,

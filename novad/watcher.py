@@ -51,6 +51,8 @@ _ABSENT_POLL_S = 2.0
 _RETRY_S = 5.0
 # How long the inotify figures in ``status`` are reused before /proc is read again.
 _FIGURES_S = 2.0
+# How long a change takes to come out of watchfiles (its quiet step plus longest batch).
+SETTLE_S = (_STEP_MS + _BATCH_MS) / 1000 + 0.1
 _INOTIFY = "/proc/sys/fs/inotify"
 
 
@@ -88,12 +90,16 @@ class Watcher:
         self._on_lost = on_lost
         self._polling = force_polling
         self._poll_interval_ms = poll_interval_ms
-        self.mode = "off"
+        self.mode = "starting"
         self.source_present = source.is_dir()
+        self._had_watches = False
         self.overflows = 0
         self.restarts = 0
         self.fallback_reason: str | None = None
-        self.overflow_batch = _read_int(f"{_INOTIFY}/max_queued_events") or 16384
+        # The kernel's queue holds max_queued_events; when it overflows, watchfiles hands
+        # over what was queued (repeats merged) and drops the overflow notice. Half the
+        # queue in one batch is taken as a loss: if wrong, it costs one stat-only rescan.
+        self.overflow_batch = (_read_int(f"{_INOTIFY}/max_queued_events") or 16384) // 2
         self._held: set[Path] = set()
         self._first_s = 0.0
         self._last_s = 0.0
@@ -171,6 +177,7 @@ class Watcher:
             log.info("watching %s (native events)", self._source)
         root_checked = time.monotonic()
         root = str(self._source)
+        counted = False
         async for changes in awatch(
             self._source,
             watch_filter=self._wanted,
@@ -202,6 +209,13 @@ class Watcher:
             if not root_event and now - root_checked < _ROOT_CHECK_S:
                 continue
             root_checked = now
+            if not counted and not self._polling:
+                # Once the watch has settled: did the watch limit stop it part-way?
+                counted = True
+                short = await asyncio.to_thread(self._unwatched_folders)
+                if short:
+                    self._fall_back(OSError(short))
+                    return
             if root_event or _identity(self._source) != identity or self._watch_died():
                 log.warning("source folder %s was removed or replaced", self._source)
                 self._release()
@@ -211,9 +225,40 @@ class Watcher:
                 return
         self._release()
 
+    def _unwatched_folders(self) -> str | None:
+        """Why native watching misses folders (the inotify watch limit), or None.
+
+        The watch covers every folder under the root with one inotify watch each; fewer
+        watches than folders means the limit stopped it part-way, silently.
+        """
+        watches = _inotify_watches()
+        if not watches:
+            return None  # not Linux, or a watch already gone (``_watch_died``)
+        folders = 1
+        for top, dirnames, _ in os.walk(self._source):
+            # Links are not walked into; folders this user cannot read cannot be watched.
+            dirnames[:] = [
+                d
+                for d in dirnames
+                if not os.path.islink(path := os.path.join(top, d)) and os.access(path, os.R_OK)
+            ]
+            folders += len(dirnames)
+        if watches >= folders:
+            return None
+        limit = _read_int(f"{_INOTIFY}/max_user_watches")
+        return (
+            f"the inotify watch limit was reached: {watches} of {folders} folders watched "
+            f"(fs.inotify.max_user_watches={limit})"
+        )
+
     def _watch_died(self) -> bool:
-        """Whether native watching holds no inotify watch any more (its root was removed)."""
-        return self.mode == "native" and _inotify_watches() == 0
+        """Whether native watching lost every inotify watch it had (its root was removed)."""
+        if self.mode != "native":
+            return False
+        watches = _inotify_watches()
+        if watches:
+            self._had_watches = True
+        return self._had_watches and watches == 0
 
     def _hold(self, paths: set[Path], now: float) -> None:
         """Add ``paths`` to the held set; hand it on once the debounce or max wait is over."""
@@ -228,6 +273,10 @@ class Watcher:
         overdue = (now - self._first_s) * 1000 >= self._max_wait_ms
         if quiet or overdue:
             self._release()
+
+    def release(self) -> None:
+        """Hand on the held changes now, without waiting out the debounce (``wait``)."""
+        self._release()
 
     def _release(self) -> None:
         if self._held:

@@ -1,7 +1,9 @@
-"""Run a Watcher in a process whose user has no inotify instance left; print what it did.
+"""Run a Watcher where inotify is short; print what it did as one JSON line.
 
-Started by ``test_watcher.py`` as a spare uid (inotify instances are counted per user, so
-using them all up there touches no other process). Prints one JSON line.
+Started by ``test_watcher.py``. By default it uses up every inotify instance first, run
+as a spare uid (instances are counted per user, so no other process is touched). With
+``--folders N`` it watches a tree of N folders and is run in a user namespace whose watch
+limit was lowered below N.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,11 +20,14 @@ from novad.watcher import Watcher
 
 
 def main() -> None:
+    folders = int(sys.argv[2]) if sys.argv[1:2] == ["--folders"] else 0
     libc = ctypes.CDLL(None, use_errno=True)
     held = []
-    while (fd := libc.inotify_init1(0)) >= 0:
+    while not folders and (fd := libc.inotify_init1(0)) >= 0:
         held.append(fd)
     root = Path(tempfile.mkdtemp(prefix="nova-starved-"))
+    for i in range(folders):
+        (root / f"sub{i}").mkdir()
     seen: set[Path] = set()
     lost: list[str] = []
 
@@ -38,7 +44,7 @@ def main() -> None:
             poll_interval_ms=100,
         )
         task = asyncio.create_task(watcher.run(stop))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(3.0 if folders else 1.0)  # the watch count is checked at 2 s
         (root / "a.md").write_text("written once polling runs\n")
         for _ in range(100):
             if seen:

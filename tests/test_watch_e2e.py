@@ -108,6 +108,20 @@ def test_a_note_deleted_then_recreated_keeps_its_new_text(nova: Nova, notes_dir:
     assert daemon.wait_idle()["files"] == before["files"]
 
 
+def test_wait_hands_on_a_change_held_in_a_long_debounce_instead_of_sitting_it_out(
+    nova: Nova, notes_dir: Path, home: Path
+) -> None:
+    config = home / "slow.toml"
+    config.write_text("debounce_ms = 120000\nmax_wait_ms = 600000\n")
+    daemon = nova(notes_dir, "--config", str(config))
+    daemon.wait_idle()
+    (notes_dir / "held.md").write_text("# Held\n\nA note about the glassblower's furnace.\n")
+    began = time.monotonic()
+    daemon.call("wait", {"timeout_s": 20}, read_timeout_s=30)
+    assert time.monotonic() - began < 15, "wait sat out the two-minute debounce"
+    assert daemon.search("glassblower furnace")[0]["path"] == "held.md"
+
+
 # Bursts
 
 

@@ -132,3 +132,25 @@ def test_rescans_after_lost_events_back_off_and_reset_after_a_calm_spell(tmp_pat
         return delays
 
     assert asyncio.run(scenario()) == [0, 1, 2, 4, 8, 16, 0]
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (util-linux)")
+def test_a_watch_limit_reached_part_way_falls_back_to_polling() -> None:
+    """notify skips the folders it cannot watch without a word; the watcher counts them."""
+    script = Path(__file__).with_name("inotify_starved.py")
+    limited = f"echo 3 > /proc/sys/user/max_inotify_watches && exec {sys.executable} {script}"
+    run = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--fork", "sh", "-c", limited + " --folders 5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/tmp",
+        check=False,
+    )
+    if run.returncode != 0 and "max_inotify_watches" in run.stderr:
+        pytest.skip(f"cannot lower the watch limit in a user namespace here: {run.stderr}")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["mode"] == "polling"
+    assert "watch limit was reached: 3 of 6 folders watched" in result["reason"]
+    assert result["seen"] == ["a.md"]
