@@ -120,7 +120,7 @@ def _burst(
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(note, dest)
     copied = time.monotonic() - began
-    status = daemon.wait_idle(timeout_s=3600)
+    status = _settled(daemon, files + len(notes[:count]))
     absorbed = time.monotonic() - began
     after = daemon.call("stats")["passes"]["by_trigger"]
     passes = {t: n - before.get(t, 0) for t, n in after.items() if n != before.get(t, 0)}
@@ -133,13 +133,25 @@ def _burst(
     before = after
     began = time.monotonic()
     shutil.rmtree(target)
-    status = daemon.wait_idle(timeout_s=3600)
+    status = _settled(daemon, files)
     gone = time.monotonic() - began
     after = daemon.call("stats")["passes"]["by_trigger"]
     passes = {t: n - before.get(t, 0) for t, n in after.items() if n != before.get(t, 0)}
     print(f"\ndeleting the {count} copies at once")
     print(f"  absorbed in         {gone:.1f} s, {sum(passes.values())} passes {passes}")
     print(f"  notes after         {status['files']}")
+
+
+def _settled(daemon: NovaProcess, files: int) -> dict[str, Any]:
+    """Poll ``status`` (no ``wait``, which would hand on the debounce itself) until the
+    index holds ``files`` notes and nothing is pending or running."""
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        status = daemon.call("status")
+        if status["files"] == files and not status["pending"] and status["pass"] is None:
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"the index never settled at {files} notes")
 
 
 def _backlog(
