@@ -31,11 +31,12 @@ async def _watch_while(watcher: Watcher, act: object, settle_s: float = 1.5) -> 
     await task
 
 
-def test_a_batch_as_large_as_the_kernel_queue_counts_as_an_overflow(tmp_path: Path) -> None:
+def recording_watcher(root: Path) -> tuple[Watcher, set[Path], list[str]]:
+    """A watcher on ``root`` that records the paths it hands on and the losses it reports."""
     seen: set[Path] = set()
     lost: list[str] = []
     watcher = Watcher(
-        tmp_path,
+        root,
         debounce_ms=50,
         max_wait_ms=1000,
         notes=NoteFilter((".md",)),
@@ -43,7 +44,12 @@ def test_a_batch_as_large_as_the_kernel_queue_counts_as_an_overflow(tmp_path: Pa
         on_root_back=lambda: None,
         on_lost=lost.append,
     )
-    watcher.overflow_batch = 20  # as if fs.inotify.max_queued_events were 20
+    return watcher, seen, lost
+
+
+def test_a_batch_of_half_the_kernel_queue_counts_as_an_overflow(tmp_path: Path) -> None:
+    watcher, seen, lost = recording_watcher(tmp_path)
+    watcher.overflow_batch = 20  # as if fs.inotify.max_queued_events were 40
 
     def burst() -> None:
         for i in range(50):
@@ -56,18 +62,8 @@ def test_a_batch_as_large_as_the_kernel_queue_counts_as_an_overflow(tmp_path: Pa
 
 
 def test_small_batches_are_not_overflows_and_hidden_folders_stay_quiet(tmp_path: Path) -> None:
-    seen: set[Path] = set()
-    lost: list[str] = []
     (tmp_path / ".git").mkdir()
-    watcher = Watcher(
-        tmp_path,
-        debounce_ms=50,
-        max_wait_ms=1000,
-        notes=NoteFilter((".md",)),
-        on_changes=seen.update,
-        on_root_back=lambda: None,
-        on_lost=lost.append,
-    )
+    watcher, seen, lost = recording_watcher(tmp_path)
 
     def edits() -> None:
         (tmp_path / "a.md").write_text("x")
